@@ -1,0 +1,5 @@
+"""`python -m chute` is the `chute` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""Brokers, picked by URL scheme: sqlite (default), memory, redis, amqp."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from ..errors import InvalidURL
+from .base import Broker, DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
+
+__all__ = ["Broker", "DeadLetter", "Delivery", "Outgoing", "QueueStats", "WorkerInfo", "open_broker",
+           "redact_url", "DEFAULT_URL"]
+
+DEFAULT_URL = "sqlite:///chute.db"
+SCHEMES = ("sqlite", "memory", "redis", "rediss", "amqp", "amqps")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, safe to print and log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def open_broker(url: str) -> Broker:
+    """Open the broker a URL names, or raise InvalidURL saying what is wrong with it."""
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidURL(f"{redact_url(str(url))!r} is not a broker URL; expected e.g. {DEFAULT_URL!r}, "
+                         "'memory://', 'redis://127.0.0.1:6379/0' or 'amqp://guest:guest@127.0.0.1:5672/'")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        from .memory import MemoryBroker
+
+        return MemoryBroker(url)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBroker
+
+        rest = url.split("://", 1)[1]
+        if not rest.startswith("/") or len(rest) < 2:
+            raise InvalidURL(f"{url!r}: a SQLite URL is sqlite:///relative/path.db (three slashes) or "
+                             "sqlite:////absolute/path.db (four)")
+        path, _, query = rest[1:].partition("?")
+        options = dict(parse_qsl(query))
+        unknown = set(options) - {"synchronous", "busy_timeout"}
+        if unknown:
+            raise InvalidURL(f"{url!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+                             "known: synchronous=normal|full, busy_timeout=SECONDS")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise InvalidURL(f"{url!r}: folder {parent} does not exist")
+        try:
+            busy = float(options.get("busy_timeout", 60))
+        except ValueError:
+            raise InvalidURL(f"{url!r}: busy_timeout must be a number of seconds") from None
+        try:
+            return SQLiteBroker(path, synchronous=options.get("synchronous", "normal"), busy_timeout=busy, url=url)
+        except ValueError as exc:
+            raise InvalidURL(f"{url!r}: {exc}") from None
+    if scheme in ("redis", "rediss"):
+        try:
+            from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise InvalidURL(f"{redact_url(url)!r}: the Redis broker needs redis-py: pip install 'chute[redis]' "
+                             f"({exc})") from None
+        broker: Broker = RedisBroker.from_url(url)
+        return broker
+    if scheme in ("amqp", "amqps"):
+        raise InvalidURL(f"{redact_url(url)!r}: the RabbitMQ broker is not available in this version of chute")
+    raise InvalidURL(f"{redact_url(url)!r}: unknown broker scheme {scheme!r}; expected one of "
+                     f"{', '.join(SCHEMES[:3])} or amqp")

@@ -1,0 +1,74 @@
+"""Middleware: the one small set of named hooks through which optional behaviour joins chute.
+
+Subclass Middleware, override the hooks you need, and `app.hooks.add(instance)`. Hooks run in
+the order added; `task_finished` runs in reverse order, so a hook pair nests like a context.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
+    from .worker.consumer import Worker
+    from .worker.job import Job
+
+
+class Middleware:
+    """No-op base: every hook does nothing until overridden."""
+
+    def before_publish(self, envelope: Envelope) -> None:
+        """Runs in the producer before a message is encoded; may set headers."""
+
+    def worker_started(self, worker: Worker) -> None:
+        """Runs in each worker process once it is ready to fetch."""
+
+    def worker_stopping(self, worker: Worker) -> None:
+        """Runs in each worker process when it begins to shut down."""
+
+    def task_started(self, job: Job) -> None:
+        """Runs in the executing thread just before the task function is called."""
+
+    def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
+        """Runs in the executing thread right after the task function returns or raises."""
+
+
+class Hooks:
+    """The App's middleware list, with one fan-out method per hook."""
+
+    def __init__(self) -> None:
+        self.items: list[Middleware] = []
+        self._publish: list[Middleware] = []
+        self._tasks: list[Middleware] = []
+
+    def add(self, middleware: Middleware) -> None:
+        self.items.append(middleware)
+        kind = type(middleware)
+        if kind.before_publish is not Middleware.before_publish:
+            self._publish.append(middleware)
+        if kind.task_started is not Middleware.task_started or kind.task_finished is not Middleware.task_finished:
+            self._tasks.append(middleware)
+
+    @property
+    def wraps_tasks(self) -> bool:
+        return bool(self._tasks)
+
+    def before_publish(self, envelope: Envelope) -> None:
+        for m in self._publish:
+            m.before_publish(envelope)
+
+    def worker_started(self, worker: Worker) -> None:
+        for m in self.items:
+            m.worker_started(worker)
+
+    def worker_stopping(self, worker: Worker) -> None:
+        for m in self.items:
+            m.worker_stopping(worker)
+
+    def task_started(self, job: Job) -> None:
+        for m in self._tasks:
+            m.task_started(job)
+
+    def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
+        for m in reversed(self._tasks):
+            m.task_finished(job, error, value)

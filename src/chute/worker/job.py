@@ -1,0 +1,251 @@
+"""One message's path through a worker, as small steps: decode → check → run → decide.
+
+Each step is a plain function so it can be tested alone; the consumer strings them together.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import traceback
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..brokers.base import Delivery
+from ..envelope import Envelope
+from ..errors import DecodeError, Retry, TaskExpired, UnsupportedVersion, WorkerLost
+from ..results import ErrorInfo, ResultRecord
+from ..signing import BadSignature
+from ..states import State
+from ..task import Task
+from ..topics import GROUP_PREFIX
+
+if TYPE_CHECKING:
+    from ..app import App
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A claimed message, decoded, with the task that will run it."""
+
+    delivery: Delivery
+    envelope: Envelope
+    task: Task[Any, Any]
+    started: float = 0.0  # monotonic; 0 until a thread picks it up
+    received: float = 0.0  # unix time the worker took it from the broker
+    thread_id: int = 0
+    interrupted: bool = False  # a time-limit or cancel exception was sent
+    cancelled: bool = False  # someone cancelled this task while it ran: stop soon (check it in long loops)
+    cancel_deadline: float = 0.0  # monotonic time after which the worker interrupts it
+    extra: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
+
+
+_current: ContextVar[Job | None] = ContextVar("chute_current_job", default=None)
+
+
+def current_job() -> Job | None:
+    """The job this thread (or asyncio task) is running, or None outside a task."""
+    return _current.get()
+
+
+class SuspectGate:
+    """Runs suspects (messages whose earlier holder died) alone in this process.
+
+    A task that kills its process would otherwise take the tasks running beside it down with it,
+    again and again, since they come back together; alone, only it is blamed. Suspects are rare,
+    so normal tasks take no lock: a task announces itself, then looks for a suspect; a suspect
+    raises its flag, then waits for announced tasks to finish. Under the GIL one of the two always
+    sees the other, so they never run together.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self.exclusive = False
+        self._active: dict[int, None] = {}
+
+    def try_enter(self, key: int) -> bool:
+        """Enter as a normal task unless a suspect holds or awaits the gate (never blocks)."""
+        self._active[key] = None
+        if self.exclusive:
+            self._active.pop(key, None)
+            self._notify()
+            return False
+        return True
+
+    def enter(self, key: int, suspect: bool) -> None:
+        if not suspect:
+            while not self.try_enter(key):
+                with self._cond:
+                    while self.exclusive:
+                        self._cond.wait()
+            return
+        with self._cond:
+            while self.exclusive:
+                self._cond.wait()
+            self.exclusive = True
+            while self._active:
+                self._cond.wait(0.01)
+
+    def leave(self, key: int, suspect: bool) -> None:
+        if suspect:
+            with self._cond:
+                self.exclusive = False
+                self._cond.notify_all()
+            return
+        self._active.pop(key, None)
+        if self.exclusive:
+            self._notify()
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What running a job produced: a value, or an error with its traceback text."""
+
+    job: Job
+    value: Any = None
+    error: BaseException | None = None
+    traceback: str = ""
+    duration: float = 0.0
+
+
+@dataclass(slots=True)
+class Reject:
+    """A message that cannot run: dead-letter it (or ack it, recording `state`) with a reason."""
+
+    delivery: Delivery
+    reason: str
+    envelope: Envelope | None = None
+    state: State = State.DEAD
+    error: ErrorInfo | None = None
+
+
+def prepare(app: App, delivery: Delivery) -> Job | Reject | None:
+    """Turn a delivery into a runnable Job, a Reject, or None (already done: ack it)."""
+    limit = app.codec.max_message_size + 1024  # room for a signature trailer
+    if len(delivery.body) > limit:  # written past a producer's check: refused unread
+        return Reject(delivery, f"too_large: {len(delivery.body):,} bytes, over the limit of "
+                                f"{app.codec.max_message_size:,} (App(max_message_size=...))")
+    try:
+        env = app.codec.decode(delivery.body)
+    except UnsupportedVersion as exc:
+        return Reject(delivery, f"unsupported_version: {exc}")
+    except BadSignature as exc:
+        return Reject(delivery, str(exc))
+    except DecodeError as exc:
+        return Reject(delivery, f"decode_error: {exc}")
+    if env.kind == "event":
+        group = delivery.queue.removeprefix(GROUP_PREFIX)
+        subscriber = app.subscribers.get(group)
+        if subscriber is None:
+            return Reject(delivery, f"unknown_subscriber: no subscriber group {group!r} in this worker", env)
+        env.id = delivery.id  # each group's copy has its own id, result and retries
+        task: Task[Any, Any] | None = subscriber.task
+    else:
+        task = app.tasks.get(env.name)
+    if task is None:
+        return Reject(delivery, f"unknown_task: no task named {env.name!r} is registered in this worker", env)
+    if env.expires is not None and env.expires < time.time():
+        err = ErrorInfo(_qualname(TaskExpired), f"expired at {env.expires:.3f} before a worker ran it")
+        return Reject(delivery, "expired", env, State.FAILED, err)
+    if env.idempotency_key is not None:
+        rec = app.results.get(env.id)
+        if rec is not None and rec.state is State.SUCCEEDED:
+            return None  # a redelivery of work already done: acknowledge without running
+    return Job(delivery, env, task)
+
+
+def suspect_poison(app: App, job: Job) -> WorkerLost | None:
+    """For a redelivered message, count this start; past the limit, the error to dead-letter it with.
+
+    A message comes back when its worker died holding it. Counting *starts* (not deliveries) keeps
+    messages that were only prefetched beside a poison message from being blamed for its crashes.
+    The first run is never counted (no write on the hot path), so the limit allows that many runs.
+    """
+    if job.delivery.deliveries < 2:
+        return None
+    env = job.envelope
+    starts = app.results.count_start(env.id, env.attempt, max(app.result_ttl, 3600.0))
+    if starts + 1 <= app.max_deliveries:
+        return None
+    return WorkerLost(f"worker_lost: its worker died while running it {starts} times "
+                      f"(max_deliveries={app.max_deliveries}); not run again")
+
+
+def run_sync(job: Job, app: App, gate: SuspectGate | None = None) -> Outcome:
+    """Call a sync task's function in this thread (alone, through `gate`, if it is a suspect)."""
+    suspect = job.delivery.deliveries > 1
+    if gate is None:
+        return _run_sync(job, app, suspect)
+    key = id(job)
+    gate.enter(key, suspect)
+    try:
+        return _run_sync(job, app, suspect)
+    finally:
+        gate.leave(key, suspect)
+
+
+def _run_sync(job: Job, app: App, suspect: bool) -> Outcome:
+    hooks = app.hooks
+    env = job.envelope
+    if suspect:
+        poison = suspect_poison(app, job)
+        if poison is not None:
+            return Outcome(job, None, poison, "", 0.0)
+    rate = job.task.options.rate_limit
+    while rate is not None and (wait := app.results.take_token(f"chute.rate:{job.task.name}", rate, 1.0)):
+        time.sleep(wait)
+    job.started = time.monotonic()  # time limits count from here, not from the wait for a token
+    token = _current.set(job)
+    try:
+        if hooks.wraps_tasks:
+            hooks.task_started(job)
+        value = job.task.fn(*env.args, **env.kwargs)
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, never swallowed
+        outcome = Outcome(job, None, exc, traceback.format_exc(), time.monotonic() - job.started)
+        if hooks.wraps_tasks:
+            hooks.task_finished(job, exc, None)
+        return outcome
+    finally:
+        _current.reset(token)
+    if hooks.wraps_tasks:
+        hooks.task_finished(job, None, value)
+    return Outcome(job, value, None, "", time.monotonic() - job.started)
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def error_info(exc: BaseException, tb: str) -> ErrorInfo:
+    return ErrorInfo(_qualname(type(exc)), str(exc), tb)
+
+
+def retry_delay(job: Job, exc: BaseException) -> float | None:
+    """Seconds until the next attempt, or None if the task is out of retries.
+
+    The worker's own declaration of the task decides (`retries=`), not the producer's copy in the
+    envelope: redeploying workers with a new policy applies it to messages already queued.
+    """
+    env, opts = job.envelope, job.task.options
+    if env.attempt >= opts.retries:
+        return None
+    if isinstance(exc, Retry) and exc.countdown is not None:
+        return max(0.0, exc.countdown)
+    base: float = min(opts.max_backoff, opts.retry_backoff * (2 ** env.attempt))
+    if opts.retry_jitter:
+        base *= random.uniform(1 - opts.retry_jitter, 1 + opts.retry_jitter)
+    return base
+
+
+def result_record(app: App, env: Envelope, state: State, *, value: bytes | None = None,
+                  error: ErrorInfo | None = None, now: float | None = None) -> ResultRecord:
+    now = time.time() if now is None else now
+    return ResultRecord(env.id, state, env.name, env.queue, value, app.codec.name, error, env.attempt, now,
+                        now + app.result_ttl if app.result_ttl else None)

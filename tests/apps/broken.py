@@ -1,0 +1,3 @@
+"""A module that fails to import, for the worker error test."""
+
+raise ZeroDivisionError("division by zero")

@@ -1,0 +1,50 @@
+"""Tasks for the fault-injection suite: each run is written to an effects ledger (a separate
+SQLite file named by CHUTE_LEDGER) as (task id, attempt, worker pid) before the task returns."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import chute
+
+app = chute.App(lease=float(os.environ.get("CHUTE_TEST_LEASE", "2")))
+_ledger: dict[int, sqlite3.Connection] = {}
+
+
+def ledger() -> sqlite3.Connection:
+    pid = os.getpid()
+    conn = _ledger.get(pid)
+    if conn is None:
+        conn = sqlite3.connect(os.environ["CHUTE_LEDGER"], timeout=60, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS effects (task_id TEXT, attempt INTEGER, pid INTEGER, at REAL)")
+        _ledger[pid] = conn
+    return conn
+
+
+def record() -> None:
+    job = chute.current_job()
+    assert job is not None
+    ledger().execute("INSERT INTO effects VALUES (?, ?, ?, ?)",
+                     (job.envelope.id, job.envelope.attempt, os.getpid(), time.time()))
+
+
+@app.task
+def work(ms: float) -> None:
+    time.sleep(ms / 1000)
+    record()
+
+
+@app.task
+def kills_its_worker() -> None:
+    record()
+    os._exit(1)
+
+
+@app.task(retries=5, retry_backoff=0.2, retry_jitter=0.2)
+def always_fails() -> None:
+    record()
+    raise RuntimeError("always")

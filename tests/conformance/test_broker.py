@@ -1,0 +1,258 @@
+"""The behaviour every broker must have. A broker is done when it passes all of these unchanged."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chute.brokers.base import Broker, Delivery, Outgoing, WorkerInfo
+from chute.results import ErrorInfo, ResultBackend, ResultRecord
+from chute.states import State
+
+
+def out(queue: str, i: int | str, **kw: object) -> Outgoing:
+    return Outgoing(queue, f"m{i}-{queue}", f"body-{i}".encode(), **kw)  # type: ignore[arg-type]
+
+
+def fetch_all(broker: Broker, queue: str, limit: int = 100, lease: float = 30.0) -> list[Delivery]:
+    return broker.fetch([queue], limit, lease, 0.0)
+
+
+def wait_fetch(broker: Broker, queue: str, timeout: float, lease: float = 30.0) -> list[Delivery]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = broker.fetch([queue], 100, lease, 0.05)
+        if got:
+            return got
+    return []
+
+
+def test_publish_fetch_ack_round_trip(broker: Broker, queue_name: str) -> None:
+    ids = broker.publish([out(queue_name, 1), out(queue_name, 2)])
+    assert ids == [f"m1-{queue_name}", f"m2-{queue_name}"]
+    got = fetch_all(broker, queue_name)
+    assert [d.body for d in got] == [b"body-1", b"body-2"]
+    assert all(d.deliveries == 1 and d.queue == queue_name for d in got)
+    assert fetch_all(broker, queue_name) == []  # held under lease
+    (s,) = broker.stats([queue_name])
+    assert (s.ready, s.in_flight, s.delayed, s.dead) == (0, 2, 0, 0)
+    assert broker.ack(got) == 2
+    (s,) = broker.stats([queue_name])
+    assert (s.ready, s.in_flight) == (0, 0)
+    assert broker.ack(got) == 0  # acking twice does nothing
+
+
+def test_fetch_respects_limit_and_fifo(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, i) for i in range(10)])
+    first = broker.fetch([queue_name], 3, 30.0, 0.0)
+    rest = broker.fetch([queue_name], 100, 30.0, 0.0)
+    assert [d.body for d in first] == [f"body-{i}".encode() for i in range(3)]
+    assert [d.body for d in rest] == [f"body-{i}".encode() for i in range(3, 10)]
+
+
+def test_higher_priority_first_then_fifo(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, "low1", priority=0), out(queue_name, "high1", priority=9),
+                    out(queue_name, "mid", priority=5), out(queue_name, "high2", priority=9),
+                    out(queue_name, "low2", priority=0)])
+    got = fetch_all(broker, queue_name)
+    assert [d.body for d in got] == [b"body-high1", b"body-high2", b"body-mid", b"body-low1", b"body-low2"]
+
+
+def test_queues_are_separate_and_fetch_takes_several(broker: Broker, queue_name: str) -> None:
+    other = queue_name + "x"
+    broker.publish([out(queue_name, 1), out(other, 2)])
+    assert [d.body for d in fetch_all(broker, other)] == [b"body-2"]
+    both = broker.fetch([queue_name, other], 10, 30.0, 0.0)
+    assert [d.body for d in both] == [b"body-1"]
+
+
+def test_eta_is_not_delivered_before_due(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, "later", eta=time.time() + 0.6), out(queue_name, "now")])
+    got = fetch_all(broker, queue_name)
+    assert [d.body for d in got] == [b"body-now"]
+    (s,) = broker.stats([queue_name])
+    assert s.delayed == 1 and s.in_flight == 1
+    t0 = time.time()
+    later = wait_fetch(broker, queue_name, 3.0)
+    assert [d.body for d in later] == [b"body-later"]
+    assert time.time() - t0 >= 0.4
+    assert later[0].deliveries == 1
+
+
+def test_blocking_fetch_wakes_on_publish(broker: Broker, queue_name: str) -> None:
+    timer = threading.Timer(0.2, lambda: broker.publish([out(queue_name, 1)]))
+    timer.start()
+    t0 = time.monotonic()
+    got = broker.fetch([queue_name], 10, 30.0, 3.0)
+    elapsed = time.monotonic() - t0
+    timer.join()
+    assert [d.body for d in got] == [b"body-1"]
+    assert 0.15 <= elapsed < 1.5
+
+
+def test_blocking_fetch_returns_empty_after_timeout(broker: Broker, queue_name: str) -> None:
+    t0 = time.monotonic()
+    assert broker.fetch([queue_name], 10, 30.0, 0.3) == []
+    assert 0.25 <= time.monotonic() - t0 < 2.0
+
+
+def test_expired_lease_is_redelivered_and_old_claim_is_fenced(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, 1)])
+    (first,) = broker.fetch([queue_name], 10, 0.3, 0.0)
+    again = wait_fetch(broker, queue_name, 3.0)
+    assert [d.body for d in again] == [b"body-1"]
+    assert again[0].deliveries == 2
+    assert again[0].claim != first.claim
+    assert broker.ack([first]) == 0  # the stale claim cannot ack
+    assert broker.extend([first], 30.0) == [False]
+    assert broker.ack(again) == 1
+
+
+def test_extend_keeps_the_lease(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, 1)])
+    (d,) = broker.fetch([queue_name], 10, 0.5, 0.0)
+    for _ in range(4):
+        time.sleep(0.25)
+        assert broker.extend([d], 0.5) == [True]
+    assert fetch_all(broker, queue_name) == []
+    assert broker.ack([d]) == 1
+
+
+def test_nack_requeues_with_new_body_after_delay(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, 1)])
+    (d,) = fetch_all(broker, queue_name)
+    assert broker.nack(d, b"attempt-2", time.time() + 0.4)
+    assert fetch_all(broker, queue_name) == []
+    (s,) = broker.stats([queue_name])
+    assert s.delayed == 1
+    again = wait_fetch(broker, queue_name, 3.0)
+    assert [x.body for x in again] == [b"attempt-2"]
+    assert again[0].deliveries == 1  # a retry is a new attempt, not a lost delivery
+    assert not broker.nack(d, b"x", time.time())  # fenced
+
+
+def test_release_gives_back_at_once_without_counting(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, 1), out(queue_name, 2)])
+    got = fetch_all(broker, queue_name)
+    assert broker.release(got) == 2
+    again = fetch_all(broker, queue_name)
+    assert [d.body for d in again] == [b"body-1", b"body-2"]
+    assert [d.deliveries for d in again] == [1, 1]
+
+
+def test_dead_letter_list_replay_purge(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, i) for i in range(3)])
+    got = fetch_all(broker, queue_name)
+    assert broker.dead_letter(got[0], "ValueError: bad")
+    assert broker.dead_letter(got[1], "decode_error: junk", b"\xff\x00raw")
+    assert broker.ack([got[2]]) == 1
+    dead = broker.dead_letters(queue_name)
+    assert [(x.id, x.reason, x.body) for x in dead] == [
+        (got[0].id, "ValueError: bad", b"body-0"), (got[1].id, "decode_error: junk", b"\xff\x00raw")]
+    assert all(x.queue == queue_name and x.dead_at > 0 for x in dead)
+    (s,) = broker.stats([queue_name])
+    assert (s.ready, s.in_flight, s.dead) == (0, 0, 2)
+    assert not broker.dead_letter(got[0], "again")  # no longer held
+    assert broker.replay(queue_name, [got[0].id]) == 1
+    back = fetch_all(broker, queue_name)
+    assert [d.body for d in back] == [b"body-0"] and back[0].deliveries == 1
+    assert broker.purge_dead(queue_name) == 1
+    assert broker.dead_letters(queue_name) == []
+    assert broker.replay(queue_name) == 0
+
+
+def test_dead_letters_paginate_and_filter_by_queue(broker: Broker, queue_name: str) -> None:
+    other = queue_name + "o"
+    broker.publish([out(queue_name, i) for i in range(5)] + [out(other, 9)])
+    for d in fetch_all(broker, queue_name) + fetch_all(broker, other):
+        broker.dead_letter(d, "r")
+    page = broker.dead_letters(queue_name, limit=2, offset=1)
+    assert [x.body for x in page] == [b"body-1", b"body-2"]
+    assert [x.body for x in broker.dead_letters(other)] == [b"body-9"]
+    assert broker.replay(queue_name) == 5
+    assert len(fetch_all(broker, queue_name)) == 5
+
+
+def test_idempotency_key_dedups_within_window(broker: Broker, queue_name: str) -> None:
+    a = Outgoing(queue_name, "first", b"1", idempotency_key="k1", idempotency_window=60)
+    b = Outgoing(queue_name, "second", b"2", idempotency_key="k1", idempotency_window=60)
+    c = Outgoing(queue_name, "third", b"3", idempotency_key="k2", idempotency_window=60)
+    assert broker.publish([a]) == ["first"]
+    assert broker.publish([b, c]) == ["first", "third"]
+    assert sorted(d.body for d in fetch_all(broker, queue_name)) == [b"1", b"3"]
+
+
+def test_idempotency_window_expires(broker: Broker, queue_name: str) -> None:
+    a = Outgoing(queue_name, "first", b"1", idempotency_key="kx", idempotency_window=0.3)
+    b = Outgoing(queue_name, "second", b"2", idempotency_key="kx", idempotency_window=0.3)
+    assert broker.publish([a]) == ["first"]
+    time.sleep(0.5)
+    assert broker.publish([b]) == ["second"]
+
+
+def test_any_bytes_are_carried_unchanged(broker: Broker, queue_name: str) -> None:
+    bodies = [b"", b"\x00\xff\xfe", "é✓".encode(), b"{" * 1000, bytes(range(256))]
+    broker.publish([Outgoing(queue_name, f"b{i}", body) for i, body in enumerate(bodies)])
+    assert [d.body for d in fetch_all(broker, queue_name)] == bodies
+
+
+def test_stats_lists_known_queues(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, 1), out(queue_name + "2", 1, eta=time.time() + 60)])
+    table = {s.queue: s for s in broker.stats()}
+    assert table[queue_name].ready == 1
+    assert table[queue_name + "2"].delayed == 1
+    assert broker.stats(["never-used" + queue_name])[0].ready == 0
+
+
+def test_worker_registry(broker: Broker) -> None:
+    info = WorkerInfo("w1", "host", 123, ["default"], 4, time.time(), time.time())
+    broker.heartbeat(info, ttl=0.5)
+    assert [w.id for w in broker.workers()] == ["w1"]
+    time.sleep(0.7)
+    assert broker.workers() == []
+    broker.heartbeat(info, ttl=10)
+    broker.worker_gone("w1")
+    assert broker.workers() == []
+
+
+# -- the ResultBackend side, for brokers that keep results ---------------------------------------
+def results_of(broker: Broker) -> ResultBackend:
+    if not isinstance(broker, ResultBackend):
+        pytest.skip(f"{type(broker).__name__} keeps no results")
+    return broker
+
+
+def test_results_store_get_and_wait(broker: Broker) -> None:
+    results = results_of(broker)
+    now = time.time()
+    assert results.get("nope") is None
+    rec = ResultRecord("t1", State.SUCCEEDED, "mod.f", "default", b"42", "json", None, 0, now, now + 60)
+    threading.Timer(0.2, lambda: results.store([rec])).start()
+    t0 = time.monotonic()
+    got = results.wait("t1", 3.0)
+    assert got is not None and got.state is State.SUCCEEDED and got.value == b"42"
+    assert time.monotonic() - t0 < 1.5
+    err = ResultRecord("t2", State.DEAD, "mod.g", error=ErrorInfo("ValueError", "bad", "tb"), updated_at=now)
+    results.store([err])
+    got2 = results.get("t2")
+    assert got2 is not None and got2.error == ErrorInfo("ValueError", "bad", "tb")
+
+
+def test_results_wait_times_out(broker: Broker) -> None:
+    results = results_of(broker)
+    t0 = time.monotonic()
+    assert results.wait("never", 0.3) is None
+    assert 0.25 <= time.monotonic() - t0 < 2.0
+
+
+def test_results_expire(broker: Broker) -> None:
+    results = results_of(broker)
+    now = time.time()
+    results.store([ResultRecord("old", State.SUCCEEDED, updated_at=now, expires_at=now + 0.2)])
+    assert results.get("old") is not None
+    time.sleep(0.4)
+    assert results.get("old") is None
+    results.purge_expired()
+    assert results.get("old") is None

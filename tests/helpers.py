@@ -1,0 +1,71 @@
+"""Test helpers: a worker on a thread, real worker processes, and waiting on conditions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import chute
+from chute.worker import Worker
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+@contextmanager
+def worker_thread(app: chute.App, **options: Any) -> Iterator[Worker]:
+    """A Worker running on a background thread for the duration of the block."""
+    w = Worker(app, **options)
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+        t.join(timeout=15)
+        assert not t.is_alive(), "worker did not stop"
+
+
+def env_for(url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, CHUTE_URL=url, PYTHONPATH=f"{TESTS}{os.pathsep}{ROOT / 'src'}")
+    env.update(extra)
+    return env
+
+
+def start_worker(url: str, spec: str = "apps.basic:app", *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    """A real `chute worker` process."""
+    return subprocess.Popen([sys.executable, "-m", "chute", "worker", spec, "--log-level", "WARNING", *args],
+                            env=env_for(url, **extra), cwd=str(TESTS))
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"worker {proc.pid} did not exit within {timeout} s of {sig}") from None

@@ -1,0 +1,75 @@
+"""HMAC signing: tampered and unsigned messages are dead-lettered, keys rotate (R18, short form)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+import chute
+from chute.brokers.base import Outgoing
+from chute.signing import MARK
+from helpers import wait_for, worker_thread
+
+NEW, OLD = {"k2": "new-secret-0123456789"}, {"k1": "old-secret-0123456789"}
+
+
+def make(url: str, keys: dict[str, str], ran: list[int]) -> chute.App:
+    app = chute.App(url, signing_keys=keys)
+    app.task(name="f")(lambda i: ran.append(i))
+    return app
+
+
+def test_tampered_and_unsigned_messages_are_dead_lettered(tmp_path: Path) -> None:
+    url, ran, rng = f"sqlite:///{tmp_path}/s.db", [], random.Random(3)
+    app = make(url, NEW, ran)
+    f = app.tasks["f"]
+    valid = [f.delay(i) for i in range(1000)]
+    tampered = []
+    for i in range(1000, 2000):  # one flipped bit anywhere in the signed bytes or the signature
+        body = bytearray(app.codec.encode(app._envelope(f, (i,), {}, {}, 0.0)[0]))
+        bit = rng.randrange(len(body) * 8)
+        body[bit // 8] ^= 1 << (bit % 8)
+        tampered.append(Outgoing("default", f"t{i}", bytes(body)))
+    plain = chute.App(url)
+    plain_f = plain.task(name="f")(lambda i: None)
+    unsigned = [Outgoing("default", f"u{i}", plain.codec.encode(plain._envelope(plain_f, (i,), {}, {}, 0.0)[0]))
+                for i in range(2000, 2100)]
+    assert MARK in app.codec.encode(app._envelope(f, (0,), {}, {}, 0.0)[0])
+    app.broker.publish(tampered + unsigned)
+    with worker_thread(app, concurrency=4):
+        wait_for(lambda: all(r.ready() for r in valid) and len(app.broker.dead_letters(limit=5000)) == 1100,
+                 timeout=60, what="all settled")
+    assert sorted(ran) == list(range(1000))
+    dead = app.broker.dead_letters(limit=5000)
+    assert {d.id for d in dead} == {o.id for o in tampered + unsigned}
+    assert all(d.reason.startswith("bad_signature") for d in dead)  # no tampered one ran, none was lost
+    assert {d.body for d in dead} == {o.body for o in tampered + unsigned}
+
+
+def test_key_rotation(tmp_path: Path) -> None:
+    url, ran = f"sqlite:///{tmp_path}/r.db", []
+    old_producer = make(url, OLD, [])
+    before = old_producer.tasks["f"].delay(1)
+    rotating = make(url, {**NEW, **OLD}, ran)  # new key first: signs with k2, still accepts k1
+    during = rotating.tasks["f"].delay(2)
+    with worker_thread(rotating):
+        assert before.get(timeout=10) is None and during.get(timeout=10) is None
+    late = old_producer.tasks["f"].delay(3)  # a producer still on the old key, after k1 was removed
+    retired = make(url, NEW, ran)
+    with worker_thread(retired):
+        wait_for(lambda: retired.broker.dead_letters(), what="the old-key message dead-lettered")
+    (dead,) = retired.broker.dead_letters()
+    assert dead.id == late.id and "signed with key 'k1', which this App does not have" in dead.reason
+    assert sorted(ran) == [1, 2]
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({}, "at least one key"),
+    ({"k": "short"}, "too short"),
+    ({"a:b": "x" * 20}, "without ':'"),
+])
+def test_bad_keys_are_refused(keys: dict[str, str], message: str) -> None:
+    with pytest.raises(chute.ConfigurationError, match=message):
+        chute.App("memory://", signing_keys=keys)

@@ -1,0 +1,181 @@
+"""Real worker and producer processes on the SQLite broker: kills, graceful drains, load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import chute
+from chute import State
+from helpers import env_for, start_worker, stop, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/p.db"
+
+
+@pytest.fixture
+def app(url: str) -> chute.App:
+    a = chute.App(url)
+
+    @a.task(name="apps.basic.sleep_then")
+    def sleep_then(seconds: float, value: int) -> int:  # the producer's view of the worker's task
+        raise NotImplementedError
+
+    @a.task(name="apps.basic.add")
+    def add(a_: int, b: int) -> int:
+        raise NotImplementedError
+
+    return a
+
+
+def ran(log: Path) -> list[tuple[int, int]]:
+    if not log.exists():
+        return []
+    return [(int(v), int(p)) for v, p in (line.split() for line in log.read_text().splitlines())]
+
+
+def test_sigkill_mid_task_runs_again_on_another_worker_after_the_lease(
+        app: chute.App, url: str, tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    first = start_worker(url, "apps.basic:app", "-c", "1", CHUTE_TEST_LEASE="2", CHUTE_TEST_LOG=str(log))
+    try:
+        r = app.send_task("apps.basic.sleep_then", [1.0, 42])
+        wait_for(lambda: r.status is State.STARTED, what="task started")
+        first.send_signal(signal.SIGKILL)
+        first.wait(5)
+        killed_at = time.monotonic()
+        assert r.status is State.STARTED  # still leased by the dead worker
+        second = start_worker(url, "apps.basic:app", "-c", "1", CHUTE_TEST_LEASE="2", CHUTE_TEST_LOG=str(log))
+        try:
+            assert r.get(timeout=20) == 42
+            assert time.monotonic() - killed_at < 2 + 1.0 + 3  # lease + the run + start-up
+            (value, pid), = ran(log)  # the killed run never finished; the second did, once
+            assert (value, pid) == (42, second.pid)
+        finally:
+            assert stop(second) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
+def test_sigterm_drains_gracefully(app: chute.App, url: str, tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    results = app.send_many([chute.Signature("apps.basic.sleep_then", (0.5, i)) for i in range(40)])
+    w = start_worker(url, "apps.basic:app", "-c", "4", "--prefetch", "16", "--grace", "10",
+                     CHUTE_TEST_LOG=str(log))
+    wait_for(lambda: len(ran(log)) >= 4, what="some tasks done")
+    t0 = time.monotonic()
+    assert stop(w, signal.SIGTERM) == 0
+    assert time.monotonic() - t0 < 3  # the running ones finish (0.5 s), the prefetched are released
+    done = {v for v, _ in ran(log)}
+    succeeded = {i for i, r in enumerate(results) if r.status is State.SUCCEEDED}
+    assert done == succeeded  # every started task finished and recorded
+    s = app.broker.stats(["default"])[0]
+    assert s.in_flight == 0 and s.ready == 40 - len(done)  # the rest released at once, not leased
+    w2 = start_worker(url, "apps.basic:app", "-c", "8", CHUTE_TEST_LOG=str(log))
+    try:
+        assert sorted(r.get(timeout=30) for r in results) == list(range(40))
+    finally:
+        stop(w2)
+    values = [v for v, _ in ran(log)]
+    assert sorted(values) == list(range(40))  # each ran exactly once
+
+
+def test_second_sigterm_stops_at_once_and_releases(app: chute.App, url: str) -> None:
+    r = app.send_task("apps.basic.sleep_then", [30, 1])
+    w = start_worker(url, "apps.basic:app", "-c", "1", "--grace", "60")
+    wait_for(lambda: r.status is State.STARTED, what="started")
+    w.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert stop(w, signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - t0 < 3
+    assert app.broker.stats(["default"])[0].ready == 1  # released, not left to its lease
+
+
+PRODUCER = """
+import sys, chute
+app = chute.App(sys.argv[1])
+add = app.task(name="apps.basic.add")(lambda a, b: None)
+ids = []
+for i in range(int(sys.argv[2])):
+    ids.append(add.delay(int(sys.argv[3]), i).id)
+open(sys.argv[4], "w").write("\\n".join(ids))
+"""
+
+
+def test_two_workers_three_producers_ten_thousand_each(url: str, tmp_path: Path) -> None:
+    n = 10_000
+    workers = [start_worker(url, "apps.basic:app", "-c", "4") for _ in range(2)]
+    try:
+        producers = [subprocess.Popen([sys.executable, "-c", PRODUCER, url, str(n), str(p * 1_000_000),
+                                       str(tmp_path / f"ids{p}")], env=env_for(url)) for p in range(3)]
+        assert [p.wait(120) for p in producers] == [0, 0, 0]
+        ids = [line for p in range(3) for line in (tmp_path / f"ids{p}").read_text().split()]
+        assert len(ids) == len(set(ids)) == 3 * n
+        db = tmp_path / "p.db"
+
+        def finished() -> int:
+            with sqlite3.connect(db) as c:
+                return c.execute("SELECT count(*) FROM chute_results WHERE state = 'succeeded'").fetchone()[0]
+
+        wait_for(lambda: finished() == 3 * n, timeout=120, what="all 30,000 results")
+        with sqlite3.connect(db) as c:
+            got = dict(c.execute("SELECT task_id, value FROM chute_results").fetchall())
+            assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert set(got) == set(ids)
+        expected = {p * 1_000_000 + i for p in range(3) for i in range(n)}
+        assert {int(v) for v in got.values()} == expected  # each add(a, i) returned a + i, once
+    finally:
+        assert [stop(w) for w in workers] == [0, 0]
+
+
+def test_supervisor_restarts_a_killed_worker_process(app: chute.App, url: str) -> None:
+    sup = start_worker(url, "apps.basic:app", "-p", "2", "-c", "2")
+    try:
+        procs = wait_for(lambda: len(app.broker.workers()) == 2 and app.broker.workers(), what="2 workers")
+        victim = procs[0].pid
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len({w.pid for w in app.broker.workers()} - {victim}) == 2, timeout=20,
+                 what="a replacement worker")
+        assert app.send_task("apps.basic.add", [2, 2]).get(timeout=10) == 4
+        live = {w.id for w in app.broker.workers() if w.pid != victim}
+    finally:
+        assert stop(sup) == 0
+    # the live children deregister; the SIGKILLed one's entry simply expires with its heartbeat
+    wait_for(lambda: not live & {w.id for w in app.broker.workers()}, timeout=10, what="children gone")
+
+
+def test_idle_worker_uses_almost_no_cpu(url: str) -> None:
+    w = start_worker(url, "apps.basic:app")
+    try:
+        stat = Path(f"/proc/{w.pid}/stat")
+        if not stat.exists():
+            pytest.skip("needs /proc")
+        app = chute.App(url)
+        wait_for(app.broker.workers, what="worker up")
+        time.sleep(0.5)
+
+        def cpu() -> float:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        c0, t0 = cpu(), time.monotonic()
+        time.sleep(3)
+        share = (cpu() - c0) / (time.monotonic() - t0)
+        assert share < 0.02, f"idle worker used {share:.1%} of a core"
+    finally:
+        stop(w)

@@ -1,0 +1,246 @@
+"""The Redis broker with real worker processes: kills, concurrent promotion, a server restart, interop.
+
+The shared server at 127.0.0.1:6379 is only ever used under a fresh key prefix; the restart test
+runs a redis-server of its own (AOF, fsync always) and never touches the shared one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import chute
+from chute import State
+from chute.errors import BrokerUnavailable, InvalidURL
+from conftest import require_service
+from helpers import TESTS, env_for, start_worker, stop, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+HOST, PORT = "127.0.0.1", 6379
+
+
+def producer(url: str) -> chute.App:
+    """The producer's view of tests/apps/basic.py (it never runs these functions)."""
+    app = chute.App(url)
+
+    @app.task(name="apps.basic.sleep_then")
+    def sleep_then(seconds: float, value: int) -> int:
+        raise NotImplementedError
+
+    @app.task(name="apps.basic.add")
+    def add(a: int, b: int) -> int:
+        raise NotImplementedError
+
+    @app.task(name="apps.basic.always_fails")
+    def always_fails(reason: str) -> None:
+        raise NotImplementedError
+
+    return app
+
+
+def ran(log: Path) -> list[tuple[int, int]]:
+    if not log.exists():
+        return []
+    return [(int(v), int(p)) for v, p in (line.split() for line in log.read_text().splitlines() if line.strip())]
+
+
+def drop_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    require_service("Redis", HOST, PORT)
+    name = f"t{os.urandom(4).hex()}"
+    yield name
+    client = redis.Redis(HOST, PORT)
+    drop_prefix(client, name)
+    client.close()
+
+
+@pytest.fixture
+def url(prefix: str) -> str:
+    return f"redis://{HOST}:{PORT}/0?prefix={prefix}"
+
+
+def test_sigkill_mid_task_runs_again_on_another_worker_after_the_lease(url: str, tmp_path: Path) -> None:
+    app = producer(url)
+    log = tmp_path / "ran.log"
+    env = {"CHUTE_TEST_LEASE": "2", "CHUTE_TEST_LOG": str(log)}
+    first = start_worker(url, "apps.basic:app", "-c", "1", **env)
+    second = None
+    try:
+        r = app.send_task("apps.basic.sleep_then", [1.0, 42])
+        wait_for(lambda: r.status is State.STARTED, what="task started")
+        first.send_signal(signal.SIGKILL)
+        first.wait(5)
+        killed_at = time.monotonic()
+        second = start_worker(url, "apps.basic:app", "-c", "1", **env)
+        assert r.get(timeout=15) == 42
+        assert 1.5 <= time.monotonic() - killed_at < 10
+        assert [p for v, p in ran(log)] == [second.pid]  # the killed run never finished
+        (s,) = app.broker.stats(["default"])
+        assert (s.ready, s.in_flight, s.dead) == (0, 0, 0)
+    finally:
+        for p in (first, second):
+            if p is not None:
+                stop(p)
+        app.close()
+
+
+def test_delayed_messages_promoted_by_several_workers_run_exactly_once(url: str, tmp_path: Path) -> None:
+    app = producer(url)
+    log = tmp_path / "ran.log"
+    workers = [start_worker(url, "apps.basic:app", "-c", "4", CHUTE_TEST_LOG=str(log)) for _ in range(3)]
+    try:
+        due = time.time() + 1.5
+        sent = [app.send_task("apps.basic.sleep_then", [0.0, i], eta=due + (i % 20) * 0.02) for i in range(300)]
+        (s,) = app.broker.stats(["default"])
+        assert s.delayed == 300
+        wait_for(lambda: len(ran(log)) >= 300, timeout=20, what="300 delayed tasks to run")
+        time.sleep(0.3)  # a second promotion of anything would run within this
+        values = sorted(v for v, _ in ran(log))
+        assert values == list(range(300))
+        assert len({p for _, p in ran(log)}) >= 2  # several workers took part
+        assert all(r.status is State.SUCCEEDED for r in sent[:10])
+    finally:
+        for w in workers:
+            stop(w)
+        app.close()
+
+
+def test_dead_letters_through_the_cli(url: str) -> None:
+    app = producer(url)
+    worker = start_worker(url, "apps.basic:app", "-c", "2")
+    try:
+        r = app.send_task("apps.basic.always_fails", ["boom"])
+        wait_for(lambda: r.status is State.DEAD, timeout=15, what="task dead-lettered")
+        cli = [sys.executable, "-m", "chute", "dlq"]
+        env = env_for(url)
+        listed = json.loads(subprocess.run([*cli, "list", "--url", url, "--json"], env=env, check=True,
+                                           capture_output=True, cwd=str(TESTS)).stdout)
+        assert [d["id"] for d in listed] == [r.id] and "boom" in listed[0]["reason"]
+        replayed = subprocess.run([*cli, "replay", "--url", url, r.id], env=env, check=True, capture_output=True,
+                                  cwd=str(TESTS))
+        assert b"replayed 1" in replayed.stdout
+        wait_for(lambda: [d.id for d in app.broker.dead_letters()] == [r.id], timeout=15, what="dead again")
+        subprocess.run([*cli, "purge", "--url", url, "--yes", r.id], env=env, check=True, capture_output=True,
+                       cwd=str(TESTS))
+        assert app.broker.dead_letters() == []
+    finally:
+        stop(worker)
+        app.close()
+
+
+def test_plain_redis_clients_can_produce_and_read_chute_messages(url: str, prefix: str) -> None:
+    app = producer(url)
+    client = redis.Redis(HOST, PORT)
+    stream = f"{prefix}:{{default}}:p0"
+    sent = app.send_task("apps.basic.add", [1, 2])
+    assert sent.status is State.QUEUED
+    entries: Any = client.xrange(stream)
+    ((_, fields),) = entries
+    assert fields[b"id"].decode() == sent.id
+    env = json.loads(fields[b"body"])
+    assert (env["v"], env["id"], env["name"], env["args"]) == (1, sent.id, "apps.basic.add", [1, 2])
+    by_hand = os.urandom(16).hex()
+    body = {"v": 1, "id": by_hand, "name": "apps.basic.add", "created": time.time(), "queue": "default",
+            "args": [20, 22]}
+    client.xadd(stream, {"id": by_hand, "body": json.dumps(body)})
+    worker = start_worker(url, "apps.basic:app", "-c", "2")
+    try:
+        assert sent.get(timeout=10) == 3
+        assert app.result(by_hand).get(timeout=10) == 42
+    finally:
+        stop(worker)
+        client.close()
+        app.close()
+
+
+def test_bad_urls_and_an_unreachable_server_give_clear_errors() -> None:
+    with pytest.raises(InvalidURL, match="prefix"):
+        chute.App("redis://127.0.0.1:6379/0?prefix=a{b}")
+    with pytest.raises(InvalidURL, match="unknown option"):
+        chute.App("redis://127.0.0.1:6379/0?colour=blue")
+    app = producer(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+    t0 = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as info:
+        app.send_task("apps.basic.add", [1, 2])
+    assert time.monotonic() - t0 < 5
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
+# -- a Redis server of our own, stopped and started again -------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                             "--daemonize", "no", "--logfile", str(folder / "redis.log")])
+    client = redis.Redis("127.0.0.1", port)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    wait_for(up, timeout=10, what=f"redis-server on port {port}")
+    client.close()
+    return proc
+
+
+def test_redis_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(port, tmp_path)
+    log = tmp_path / "ran.log"
+    app = producer(url)
+    workers = [start_worker(url, "apps.basic:app", "-c", "4", CHUTE_TEST_LEASE="2", CHUTE_TEST_LOG=str(log))
+               for _ in range(2)]
+    try:
+        acked: list[int] = []
+        for i in range(600):
+            app.send_task("apps.basic.sleep_then", [0.01, i])
+            acked.append(i)
+        wait_for(lambda: len(ran(log)) >= 50, timeout=15, what="work under way")
+        server.kill()  # SIGKILL: only what appendfsync always put on disk survives
+        server.wait(5)
+        t0 = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            app.send_task("apps.basic.sleep_then", [0.0, -1])
+        assert time.monotonic() - t0 < 5
+        server = start_redis(port, tmp_path)
+        for i in range(1000, 1100):
+            app.send_task("apps.basic.sleep_then", [0.0, i])
+            acked.append(i)
+        wait_for(lambda: set(acked) <= {v for v, _ in ran(log)}, timeout=40,
+                 what="every acknowledged enqueue to run after the restart")
+        assert all(w.poll() is None for w in workers)  # they reconnected rather than died
+    finally:
+        for w in workers:
+            stop(w)
+        app.close()
+        server.terminate()
+        server.wait(10)
