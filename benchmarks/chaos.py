@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "src")]
 
 import chute  # noqa: E402
-from helpers import start_worker, stop  # noqa: E402
+from helpers import sqlite_db, start_worker, stop  # noqa: E402
 from reliability.history import History, integrity, read_ledger  # noqa: E402
 
 
@@ -76,7 +75,7 @@ def main() -> int:
     ok = integrity(folder / "broker.db") if url.startswith("sqlite") else "n/a"
     print(f"done in {elapsed:.1f} s · kills {kills} · lost {len(h.lost)} · tasks run twice {len(h.duplicated)} "
           f"(extra runs {extra_runs}, bound kills × prefetch = {kills * a.prefetch}) · integrity {ok}")
-    with sqlite3.connect(ledger) as c:
+    with sqlite_db(ledger) as c:
         print(f"ledger rows {c.execute('SELECT count(*) FROM effects').fetchone()[0]}")
     return 0 if not h.lost and extra_runs <= kills * a.prefetch and ok in ("ok", "n/a") else 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +19,18 @@ from chute.worker import Worker
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
+
+
+@contextmanager
+def sqlite_db(path: str | Path, timeout: float = 60) -> Iterator[sqlite3.Connection]:
+    """A plain SQLite connection that commits on success and is always closed (`sqlite3.connect`'s
+    own context manager commits but leaves the connection open)."""
+    conn = sqlite3.connect(path, timeout=timeout)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

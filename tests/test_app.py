@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -13,7 +12,7 @@ import pytest
 
 import chute
 from chute import State
-from helpers import wait_for, worker_thread
+from helpers import sqlite_db, wait_for, worker_thread
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -306,18 +305,18 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
 
 def test_another_applications_database_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "shop.db"
-    with sqlite3.connect(path) as c:
+    with sqlite_db(path) as c:
         c.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
     with pytest.raises(chute.NotAChuteDatabase, match="another application .tables: orders"):
         chute.App(f"sqlite:///{path}")
-    with sqlite3.connect(path) as c:
+    with sqlite_db(path) as c:
         assert [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["orders"]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/x.db"
     chute.App(url).close()
-    with sqlite3.connect(tmp_path / "x.db") as c:
+    with sqlite_db(tmp_path / "x.db") as c:
         c.execute("UPDATE chute_meta SET value = '99' WHERE key = 'schema'")
     with pytest.raises(chute.NotAChuteDatabase, match="schema 99"):
         chute.App(url)

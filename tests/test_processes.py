@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import pytest
 
 import chute
 from chute import State
-from helpers import env_for, start_worker, stop, wait_for
+from helpers import env_for, sqlite_db, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -129,11 +128,11 @@ def test_two_workers_three_producers_ten_thousand_each(url: str, tmp_path: Path)
         db = tmp_path / "p.db"
 
         def finished() -> int:
-            with sqlite3.connect(db) as c:
+            with sqlite_db(db) as c:
                 return c.execute("SELECT count(*) FROM chute_results WHERE state = 'succeeded'").fetchone()[0]
 
         wait_for(lambda: finished() == 3 * n, timeout=120, what="all 30,000 results")
-        with sqlite3.connect(db) as c:
+        with sqlite_db(db) as c:
             got = dict(c.execute("SELECT task_id, value FROM chute_results").fetchall())
             assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert set(got) == set(ids)

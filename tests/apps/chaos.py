@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 
 import chute
 
 app = chute.App(lease=float(os.environ.get("CHUTE_TEST_LEASE", "2")))
-_ledger: dict[int, sqlite3.Connection] = {}
+_ledger = threading.local()  # one connection per executor thread: a connection is not for sharing
 
 
 def ledger() -> sqlite3.Connection:
-    pid = os.getpid()
-    conn = _ledger.get(pid)
+    conn: sqlite3.Connection | None = getattr(_ledger, "conn", None)
     if conn is None:
-        conn = sqlite3.connect(os.environ["CHUTE_LEDGER"], timeout=60, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(os.environ["CHUTE_LEDGER"], timeout=60, isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("CREATE TABLE IF NOT EXISTS effects (task_id TEXT, attempt INTEGER, pid INTEGER, at REAL)")
-        _ledger[pid] = conn
+        _ledger.conn = conn
     return conn
 
 

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers import sqlite_db
+
 
 @dataclass
 class History:
@@ -29,7 +31,7 @@ class History:
 def read_ledger(path: Path) -> Counter[str]:
     if not path.exists():
         return Counter()
-    with sqlite3.connect(path, timeout=60) as c:
+    with sqlite_db(path, timeout=60) as c:
         try:
             return Counter(r[0] for r in c.execute("SELECT task_id FROM effects"))
         except sqlite3.OperationalError:
@@ -37,10 +39,10 @@ def read_ledger(path: Path) -> Counter[str]:
 
 
 def ledger_rows(path: Path) -> list[tuple[str, int, int, float]]:
-    with sqlite3.connect(path, timeout=60) as c:
+    with sqlite_db(path, timeout=60) as c:
         return list(c.execute("SELECT task_id, attempt, pid, at FROM effects ORDER BY at"))
 
 
 def integrity(db: Path) -> str:
-    with sqlite3.connect(db, timeout=60) as c:
+    with sqlite_db(db, timeout=60) as c:
         return str(c.execute("PRAGMA integrity_check").fetchone()[0])

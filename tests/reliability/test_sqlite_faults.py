@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 
 import chute
 from chute import State
-from helpers import env_for, start_worker, stop, wait_for
+from helpers import env_for, sqlite_db, start_worker, stop, wait_for
 from reliability.history import History, integrity, ledger_rows, read_ledger
 
 pytestmark = pytest.mark.timeout(240)
@@ -99,7 +98,7 @@ def test_producer_killed_mid_publish_loses_no_returned_enqueue(url: str, tmp_pat
                 returned.append(p.stdout.readline().decode().strip())
             p.send_signal(signal.SIGKILL)
             returned += [line.strip() for line in p.stdout.read().decode().splitlines() if line.strip()]
-    with sqlite3.connect(tmp_path / "broker.db") as c:
+    with sqlite_db(tmp_path / "broker.db") as c:
         stored = {r[0] for r in c.execute("SELECT id FROM chute_messages")}
     assert set(returned) <= stored, f"{len(set(returned) - stored)} returned enqueues missing"
     assert integrity(tmp_path / "broker.db") == "ok"
@@ -143,7 +142,7 @@ def test_sqlite_crash_loop_keeps_integrity_and_every_commit(url: str, tmp_path: 
             in_doubt |= fetched - acked
             assert len(fetched - acked) <= 1
         assert integrity(db) == "ok"
-    with sqlite3.connect(db) as c:
+    with sqlite_db(db) as c:
         present = {r[0] for r in c.execute("SELECT id FROM chute_messages")}
     assert acked and enqueued
     assert not acked & present, "an acknowledged message came back"
@@ -312,7 +311,7 @@ def test_a_reboot_ends_every_lease(tmp_path: Path) -> None:
     app.broker.publish([Outgoing("q", "m", b"x")])
     assert app.broker.fetch(["q"], 1, 3600, 0)
     app.close()
-    with sqlite3.connect(tmp_path / "boot.db") as c:  # as if the database were opened after a reboot
+    with sqlite_db(tmp_path / "boot.db") as c:  # as if the database were opened after a reboot
         c.execute("UPDATE chute_meta SET value = 'monotonic:another-boot' WHERE key = 'lease_clock'")
     again = chute.App(url)
     assert [d.id for d in again.broker.fetch(["q"], 1, 30, 0)] == ["m"]

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -110,6 +111,69 @@ _PICK_ONE = ("SELECT seq FROM chute_messages WHERE state = 0 AND queue = ? "
              "ORDER BY priority DESC, seq LIMIT ?")  # first and longest sleep of an idle fetch
 
 
+class _Pool:
+    """Idle connections of one process, reused by whichever thread needs one next.
+
+    A pool, not one connection per thread: a web server's short-lived request threads would
+    otherwise each leave a connection (and its file descriptors) open until the broker closes.
+    After a fork the parent's connections are never touched (SQLite forbids using them in a child).
+    """
+
+    MAX_IDLE = 32
+
+    def __init__(self, path: str, busy_timeout: float, synchronous: str) -> None:
+        self._path, self._busy_timeout, self._synchronous = path, busy_timeout, synchronous
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._closed = False
+
+    def take(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's connections are not ours to use or close
+                _INHERITED.extend(self._idle)
+                self._idle, self._pid, self._closed = [], os.getpid(), False
+            if self._idle:
+                return self._idle.pop()
+        return self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _not_chute(self._path, exc) from None
+        return conn
+
+    def give(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if not self._closed and self._pid == os.getpid() and len(self._idle) < self.MAX_IDLE \
+                    and not conn.in_transaction:
+                self._idle.append(conn)
+                return
+        if self._pid == os.getpid():
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, [], True
+            mine = self._pid == os.getpid()
+        for conn in idle if mine else ():
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+
+def _not_chute(path: str, exc: Exception) -> NotAChuteDatabase:
+    return NotAChuteDatabase(f"{path} is not a chute database ({exc}); "
+                             "point the URL at a new file or at one chute created")
+
+
+_INHERITED: list[sqlite3.Connection] = []  # connections a forked child must keep open and never use
+
+
 class SQLiteBroker:
     """Broker and ResultBackend in one SQLite file, shared by every process on the machine."""
 
@@ -123,9 +187,8 @@ class SQLiteBroker:
         self.url = url or f"sqlite:///{path}"
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._pool = _Pool(path, busy_timeout, self._synchronous)
+        self._finalizer = weakref.finalize(self, self._pool.close)
         self._wall: Callable[[], float] = time.time  # ETAs: "run at 9:00" is wall time
         boot = _boot_id()
         # Leases: CLOCK_MONOTONIC is one clock for every process of a boot, immune to wall-clock jumps;
@@ -134,34 +197,25 @@ class SQLiteBroker:
         self._init_schema(boot)
 
     # -- connections ---------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        if conn is not None and local.pid == os.getpid():
-            return conn
-        conn = self._open()
-        local.conn, local.pid = conn, os.getpid()
-        with self._lock:
-            self._all.append(conn)
-        return conn
-
-    def _open(self) -> sqlite3.Connection:
+    @contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        """A connection of this process for the duration of one operation (a small pool)."""
+        conn = self._pool.take()
         try:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        except sqlite3.DatabaseError as exc:
-            raise self._not_chute(exc) from None
-        return conn
+            yield conn
+        finally:
+            self._pool.give(conn)
 
     def _not_chute(self, exc: Exception) -> NotAChuteDatabase:
-        return NotAChuteDatabase(f"{self.path} is not a chute database ({exc}); "
-                                 "point the URL at a new file or at one chute created")
+        return _not_chute(self.path, exc)
 
     def _init_schema(self, boot: str | None) -> None:
         if os.path.isdir(self.path):
             raise NotAChuteDatabase(f"{self.path} is a directory, not a database file")
-        conn = self._conn()
+        with self._conn() as conn:
+            self._init_tables(conn, boot)
+
+    def _init_tables(self, conn: sqlite3.Connection, boot: str | None) -> None:
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and "chute_meta" not in tables:
@@ -171,7 +225,7 @@ class SQLiteBroker:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise BrokerError(f"{self.path}: could not switch to WAL mode (got {mode})")
-            with self._write() as c:
+            with self._transaction(conn) as c:
                 for stmt in SCHEMA.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
@@ -192,7 +246,11 @@ class SQLiteBroker:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE so writers queue on the busy timeout, never deadlock."""
-        conn = self._conn()
+        with self._conn() as conn, self._transaction(conn) as c:
+            yield c
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -215,7 +273,8 @@ class SQLiteBroker:
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            return fn(self._conn())
+            with self._conn() as conn:
+                return fn(conn)
         except sqlite3.OperationalError as exc:
             raise self._error(exc) from exc
 
@@ -458,14 +517,7 @@ class SQLiteBroker:
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self._finalizer()
 
     # -- ResultBackend -------------------------------------------------------------------------
     def started(self, records: Sequence[ResultRecord]) -> set[str]:
