@@ -10,7 +10,9 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +33,44 @@ def require_service(name: str, host: str, port: int) -> None:
         if services_required():
             pytest.fail(message + "; CI requires it (start it: see README, 'Services for tests')")
         pytest.skip(message)
+
+
+REDIS = ("127.0.0.1", 6379)
+BROKER_KINDS = ["memory", "sqlite", "redis"]  # every broker an App can run on; app_on() opens each
+
+
+@contextmanager
+def app_on(kind: str, tmp_path: Path, **options: Any) -> Iterator[Any]:
+    """A chute.App on a fresh, isolated broker of `kind` (memory, sqlite, redis), closed and cleaned up after."""
+    import chute
+
+    cleanup = None
+    if kind == "memory":
+        url = "memory://"
+    elif kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/{kind}.db"
+    elif kind == "redis":
+        require_service("Redis", *REDIS)
+        prefix = f"t{os.urandom(4).hex()}"
+        url = f"redis://{REDIS[0]}:{REDIS[1]}/0?prefix={prefix}"
+
+        def cleanup() -> None:
+            import redis
+
+            client = redis.Redis(*REDIS, db=0)
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i:i + 500])
+            client.close()
+    else:
+        raise ValueError(kind)
+    app = chute.App(url, **options)
+    try:
+        yield app
+    finally:
+        app.close()
+        if cleanup is not None:
+            cleanup()
 
 
 @pytest.fixture

@@ -12,15 +12,14 @@ import pytest
 
 import chute
 from chute import State
+from conftest import BROKER_KINDS, app_on
 from helpers import sqlite_db, wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BROKER_KINDS)
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/app.db"
-    a = chute.App(url)
-    yield a
-    a.close()
+    with app_on(request.param, tmp_path) as a:
+        yield a
 
 
 def test_delay_then_get_through_a_worker(app: chute.App) -> None:

@@ -12,14 +12,14 @@ import pytest
 
 import chute
 from chute import State
+from conftest import BROKER_KINDS, app_on
 from helpers import wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BROKER_KINDS)
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/c.db")
-    yield a
-    a.close()
+    with app_on(request.param, tmp_path) as a:
+        yield a
 
 
 def test_queued_and_delayed_tasks_never_start_even_on_a_later_worker(app: chute.App) -> None:

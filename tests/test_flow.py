@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 import chute
+from conftest import BROKER_KINDS, app_on
 from helpers import start_worker, stop, wait_for
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BROKER_KINDS)
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/f.db")
-    yield a
-    a.close()
+    with app_on(request.param, tmp_path) as a:
+        yield a
 
 
 def waiting(app: chute.App, queue: str = "q") -> int:

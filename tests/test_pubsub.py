@@ -13,14 +13,19 @@ import pytest
 import chute
 from chute import State
 from chute.topics import group_queue
+from conftest import BROKER_KINDS, app_on
 from helpers import wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BROKER_KINDS)
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/p.db")
-    yield a
-    a.close()
+    with app_on(request.param, tmp_path) as a:
+        yield a
+
+
+def stored(app: chute.App) -> int:
+    """Messages in every queue (a broker may list a declared group's queue while it is empty)."""
+    return sum(s.ready + s.in_flight + s.delayed + s.dead for s in app.broker.stats())
 
 
 def unrouted(app: chute.App, topic: str) -> int:
@@ -124,7 +129,7 @@ def test_bad_publishes_fail_clearly_and_store_nothing(app: chute.App) -> None:
         app.publish("order.created", {"when": datetime.now(timezone.utc)})
     with pytest.raises(chute.ConfigurationError, match="declared twice"):
         app.subscriber("x", group="all")(lambda payload: None)
-    assert app.broker.stats() == []
+    assert stored(app) == 0
 
 
 def test_batch_is_all_or_nothing(app: chute.App) -> None:
@@ -139,11 +144,11 @@ def test_batch_is_all_or_nothing(app: chute.App) -> None:
         app.send_many([f.s(2), f.s(3)])
         app.publish("thing.made", 1)
         raise RuntimeError("rolled back")
-    assert app.broker.stats() == []
+    assert stored(app) == 0
     with app.batch():
         handles = [f.delay(1), *app.send_many([f.s(2), f.s(3)])]
         app.publish("thing.made", 1)
-        assert app.broker.stats() == []  # nothing is visible until the block ends
+        assert stored(app) == 0  # nothing is visible until the block ends
     counts = Counter({s.queue: s.ready for s in app.broker.stats()})
     assert counts == {"default": 3, group_queue("g"): 1}
     with worker_thread(app):

@@ -16,15 +16,14 @@ import chute
 from chute import State
 from chute.brokers.base import Outgoing
 from chute.worker import Worker
+from conftest import BROKER_KINDS, app_on
 from helpers import wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BROKER_KINDS)
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/w.db"
-    a = chute.App(url, lease=2)
-    yield a
-    a.close()
+    with app_on(request.param, tmp_path, lease=2) as a:
+        yield a
 
 
 def depth(app: chute.App, queue: str = "default") -> Any:

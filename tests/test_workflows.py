@@ -10,12 +10,17 @@ import pytest
 
 import chute
 from chute import DAG, State, chain, chord, group
+from conftest import BROKER_KINDS, app_on
 from helpers import start_worker, stop, wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=BROKER_KINDS)
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/w.db")
+    with app_on(request.param, tmp_path) as a:
+        yield _declare(a)
+
+
+def _declare(a: chute.App) -> chute.App:
 
     @a.task(name="add")
     def add(x: int, y: int) -> int:
@@ -37,8 +42,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
     def record(tag: str) -> str:
         return tag
 
-    yield a
-    a.close()
+    return a
 
 
 def s(app: chute.App, name: str, *args: object) -> chute.Signature:

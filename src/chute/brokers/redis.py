@@ -335,8 +335,8 @@ class RedisBroker:
         return [d for _, _, d in found[offset:offset + limit]]
 
     def _move_dead(self, replay: bool, queue: str | None, ids: Sequence[str] | None) -> int:
-        args = ["1" if replay else "0", "1" if ids is None else "0", *(ids or ())]
-        return sum(int(self._dead_move(self._qkeys(q), args)) for q in self._queues(queue))
+        flags = ["1" if replay else "0", "1" if ids is None else "0", self.prefix]
+        return sum(int(self._dead_move(self._qkeys(q), [*flags, q, *(ids or ())])) for q in self._queues(queue))
 
     @_guarded
     def replay(self, queue: str | None = None, ids: Sequence[str] | None = None) -> int:

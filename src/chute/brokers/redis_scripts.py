@@ -82,6 +82,11 @@ for i = first, #ARGV, 8 do
     ids[#ids+1] = id
   end
 end
+local prefix = string.sub(KEYS[#KEYS], 1, -6)  -- KEYS[#KEYS] is "<prefix>:meta"
+local function forget(id)  -- a dropped message was never run: its QUEUED mark goes with it
+  local rk = prefix .. ':r:{' .. id .. '}'
+  if redis.call('HGET', rk, 's') == 'queued' then redis.call('DEL', rk) end
+end
 for b, lim in pairs(limits) do  -- "drop_oldest": trim after inserting, so a big batch keeps its newest
   local excess = lim[1] >= 0 and lim[2] == 'drop_oldest' and waiting(b) - lim[1] or 0
   if excess > 0 then
@@ -97,7 +102,9 @@ for b, lim in pairs(limits) do  -- "drop_oldest": trim after inserting, so a big
         end
         for _, e in ipairs(redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', excess)) do
           local ms, seq = string.match(e[1], '(%d+)-(%d+)')
-          found[#found+1] = {tonumber(ms), tonumber(seq), key, e[1]}
+          local id = ''
+          for j = 1, #e[2], 2 do if e[2][j] == 'id' then id = e[2][j+1] end end
+          found[#found+1] = {tonumber(ms), tonumber(seq), key, e[1], id}
         end
       end
     end
@@ -105,12 +112,14 @@ for b, lim in pairs(limits) do  -- "drop_oldest": trim after inserting, so a big
     local dropped = 0
     for j = 1, math.min(excess, #found) do
       redis.call('XDEL', found[j][3], found[j][4])
+      forget(found[j][5])
       dropped = dropped + 1
     end
     if dropped < excess then
       for _, id in ipairs(redis.call('ZRANGE', KEYS[b+13], 0, excess - dropped - 1)) do
         redis.call('ZREM', KEYS[b+13], id)
         redis.call('HDEL', KEYS[b+14], id)
+        forget(id)
         dropped = dropped + 1
       end
     end
@@ -278,16 +287,27 @@ return {total - leased + expired + due, leased - expired, delayed - due, redis.c
 """.replace("BANDS", str(BANDS))
 
 # Replay (ARGV[1] = "1") or purge (ARGV[1] = "0") dead letters whose ids are in ARGV[3..]; all if ARGV[2] = "1".
-DEAD_MOVE = """
-local replay, all = ARGV[1] == '1', ARGV[2] == '1'
+# DEAD_MOVE: KEYS = the queue's NKEYS; ARGV = replay?, all?, prefix, queue name, ids...
+# A replayed message's DEAD result record becomes a QUEUED mark in the same script, so `get()` on a
+# replayed task waits for its new run instead of returning the old failure. (The record's key is in
+# the task's slot, not the queue's: standalone servers only, like the batched result scripts.)
+DEAD_MOVE = _QUEUED + """
+local replay, all, prefix, queue = ARGV[1] == '1', ARGV[2] == '1', ARGV[3], ARGV[4]
 local wanted = {}
-for i = 3, #ARGV do wanted[ARGV[i]] = true end
+for i = 5, #ARGV do wanted[ARGV[i]] = true end
 local n = 0
 for _, e in ipairs(redis.call('XRANGE', KEYS[15], '-', '+')) do
   local f = {}
   for j = 1, #e[2], 2 do f[e[2][j]] = e[2][j+1] end
   if all or wanted[f.id] then
-    if replay then redis.call('XADD', KEYS[1+tonumber(f.band or '0')], '*', 'id', f.id, 'body', f.body or '') end
+    if replay then
+      redis.call('XADD', KEYS[1+tonumber(f.band or '0')], '*', 'id', f.id, 'body', f.body or '')
+      local rk = prefix .. ':r:{' .. f.id .. '}'
+      if redis.call('HGET', rk, 's') == 'dead' then
+        redis.call('DEL', rk)
+        queued(rk, queue)
+      end
+    end
     redis.call('XDEL', KEYS[15], e[1])
     n = n + 1
   end
