@@ -171,6 +171,22 @@ def test_plain_redis_clients_can_produce_and_read_chute_messages(url: str, prefi
         app.close()
 
 
+def test_delay_survives_a_flushed_script_cache(url: str) -> None:
+    """The lean one-by-one path falls back to the general one, which reloads the scripts."""
+    app = producer(url)
+    try:
+        first = app.send_task("apps.basic.add", [1, 2])
+        client = redis.Redis(HOST, PORT)
+        client.script_flush()
+        client.close()
+        second = app.send_task("apps.basic.add", [3, 4])
+        third = app.send_task("apps.basic.add", [5, 6])  # and the lean path works again afterwards
+        assert [r.status for r in (first, second, third)] == [State.QUEUED] * 3
+        assert app.broker.stats(["default"])[0].ready == 3
+    finally:
+        app.close()
+
+
 def test_bad_urls_and_an_unreachable_server_give_clear_errors() -> None:
     with pytest.raises(InvalidURL, match="prefix"):
         chute.App("redis://127.0.0.1:6379/0?prefix=a{b}")

@@ -41,6 +41,7 @@ from ..topics import group_queue, matches
 from . import redact_url
 from . import redis_scripts as lua
 from .base import DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
+from .redis_fast import FastCalls
 from .redis_scripts import BANDS, NKEYS
 
 P = ParamSpec("P")
@@ -93,6 +94,8 @@ class RedisBroker:
             s(lua.STARTED), s(lua.STORE), s(lua.CANCEL), s(lua.CANCELLED))
         self._acquire, self._release_lease, self._take = s(lua.ACQUIRE), s(lua.RELEASE_LEASE), s(lua.TAKE)
         self._scripts = [v for v in vars(self).values() if isinstance(v, Script)]
+        self._fast = FastCalls(client.connection_pool)
+        self._qkeys_cache: dict[str, list[str]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -139,9 +142,14 @@ class RedisBroker:
 
     # -- key layout (docs/brokers/redis.md) ---------------------------------------------------------
     def _qkeys(self, queue: str) -> list[str]:
-        base = f"{self.prefix}:{{{queue}}}"
-        return [*(f"{base}:p{band}" for band in range(BANDS)), f"{base}:claims", f"{base}:leases",
-                f"{base}:delayed", f"{base}:bodies", f"{base}:dead"]
+        keys = self._qkeys_cache.get(queue)
+        if keys is None:
+            base = f"{self.prefix}:{{{queue}}}"
+            keys = [*(f"{base}:p{band}" for band in range(BANDS)), f"{base}:claims", f"{base}:leases",
+                    f"{base}:delayed", f"{base}:bodies", f"{base}:dead"]
+            if len(self._qkeys_cache) < 10_000:
+                self._qkeys_cache[queue] = keys
+        return keys
 
     def _rkey(self, task_id: str) -> str:
         return f"{self.prefix}:r:{{{task_id}}}"
@@ -158,7 +166,9 @@ class RedisBroker:
         m = messages[0]
         if len(messages) == 1 and m.queue in self._known and m.idempotency_key is None and m.eta is None \
                 and m.topic is None and m.max_length is None:  # the one-by-one fast path: XADD + QUEUED mark
-            self._enqueue([self._qkeys(m.queue)[_band(m.priority)], self._rkey(m.id)], [m.id, m.body, m.queue])
+            stream, record = self._qkeys(m.queue)[_band(m.priority)], self._rkey(m.id)
+            if self._fast.call("EVALSHA", self._enqueue.sha, 2, stream, record, m.id, m.body, m.queue) is None:
+                self._enqueue([stream, record], [m.id, m.body, m.queue])  # the general path: retries, reloads
             return [m.id]
         plan: list[int | str] = list(range(len(messages)))  # per message: its reply's index, or an event's id
         if any(m.topic is not None for m in messages):
@@ -392,6 +402,7 @@ class RedisBroker:
         return out
 
     def close(self) -> None:
+        self._fast.close()
         self._r.close()
         self._r.connection_pool.disconnect()
 
