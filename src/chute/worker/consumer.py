@@ -29,6 +29,7 @@ from ..results import ResultRecord
 from ..states import State
 from .executor import AsyncRunner
 from .job import Job, Outcome, Reject, SuspectGate, error_info, prepare, result_record, retry_delay, run_sync
+from .speed import Speeds
 
 if TYPE_CHECKING:
     from ..app import App
@@ -37,7 +38,6 @@ log = logging.getLogger("chute.worker")
 outcomes = logging.getLogger("chute.task")  # one line per task outcome (INFO), apart from worker chatter
 EVENT_RETENTION = 3600.0
 _STOP = object()
-INLINE_AFTER, INLINE_BELOW = 20, 0.0005  # runs to learn a task's speed; average seconds to run it inline
 INLINE_BATCH_SECONDS, INLINE_BATCH_MAX = 0.005, 512  # a batch of proven-fast tasks: claimed together, run here
 SETTLE_DELAY = 0.002  # seconds an outcome may wait to be settled with others in one transaction
 CANCEL_CHECK_EVERY = 0.5  # seconds between checks for cancelled running tasks (only while some run)
@@ -80,7 +80,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._async: AsyncRunner | None = None
         self._gate = SuspectGate()
-        self._durations: dict[str, tuple[int, float]] = {}  # task name -> (runs, average seconds)
+        self._speeds = Speeds()  # how long each task takes here: which run inline
         self._inline_room = 0  # after a batch that ran entirely inline: how many to claim next time
         self.events = EventBuffer(self.id) if events else None
         same_store: object = app.results
@@ -232,7 +232,7 @@ class Worker:
     def _inline_batch(self, ran: list[Job]) -> int:
         """How many messages to claim next when a whole batch ran inline: as many as run in a few
         milliseconds, so a bigger batch costs no fairness (they are done before anyone could want them)."""
-        slowest = max(self._durations[j.task.name][1] for j in ran)
+        slowest = max(self._speeds.estimate(j.task.name) for j in ran)
         return max(self.prefetch, min(INLINE_BATCH_MAX, int(INLINE_BATCH_SECONDS / max(slowest, 1e-6))))
 
     def _runs_inline(self, job: Job) -> bool:
@@ -240,8 +240,7 @@ class Worker:
         opts = job.task.options
         if opts.time_limit is not None or opts.rate_limit is not None or job.delivery.deliveries > 1:
             return False
-        seen = self._durations.get(job.task.name)
-        return seen is not None and seen[0] >= INLINE_AFTER and seen[1] < INLINE_BELOW
+        return self._speeds.runs_inline(job.task.name)
 
     def _claim(self, delivery: Delivery) -> Job | None:
         """Decode and check one delivery; settle it at once if it cannot run, else hold it."""
@@ -289,7 +288,7 @@ class Worker:
         codec, app = self.app.codec, self.app
         log_each = outcomes.isEnabledFor(logging.INFO)
         events = self.events
-        durations = self._durations
+        speeds = self._speeds
         while True:
             try:
                 outcome = done.get_nowait()
@@ -302,9 +301,8 @@ class Worker:
                 failures.append(outcome)
                 continue
             env = job.envelope
-            seen = durations.get(env.name)  # a moving average of how long this task takes here
-            durations[env.name] = (1, outcome.duration) if seen is None else \
-                (seen[0] + 1, seen[1] + (outcome.duration - seen[1]) * 0.1)
+            if not job.task.is_async:
+                speeds.record(env.name, outcome.duration, inline=not job.thread_id)
             if env.workflow is not None:
                 self._finish_step(job, outcome)
                 continue
