@@ -40,21 +40,18 @@ BROKER_KINDS = ["memory", "sqlite", "redis"]  # every broker an App can run on; 
 
 
 @contextmanager
-def app_on(kind: str, tmp_path: Path, **options: Any) -> Iterator[Any]:
-    """A chute.App on a fresh, isolated broker of `kind` (memory, sqlite, redis), closed and cleaned up after."""
-    import chute
-
-    cleanup = None
+def broker_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh, isolated broker of `kind` (memory, sqlite, redis), cleaned up after."""
     if kind == "memory":
-        url = "memory://"
+        yield "memory://"
     elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path}/{kind}.db"
+        yield f"sqlite:///{tmp_path}/{kind}.db"
     elif kind == "redis":
         require_service("Redis", *REDIS)
         prefix = f"t{os.urandom(4).hex()}"
-        url = f"redis://{REDIS[0]}:{REDIS[1]}/0?prefix={prefix}"
-
-        def cleanup() -> None:
+        try:
+            yield f"redis://{REDIS[0]}:{REDIS[1]}/0?prefix={prefix}"
+        finally:
             import redis
 
             client = redis.Redis(*REDIS, db=0)
@@ -64,13 +61,19 @@ def app_on(kind: str, tmp_path: Path, **options: Any) -> Iterator[Any]:
             client.close()
     else:
         raise ValueError(kind)
-    app = chute.App(url, **options)
-    try:
-        yield app
-    finally:
-        app.close()
-        if cleanup is not None:
-            cleanup()
+
+
+@contextmanager
+def app_on(kind: str, tmp_path: Path, **options: Any) -> Iterator[Any]:
+    """A chute.App on a fresh, isolated broker of `kind`, closed and cleaned up after."""
+    import chute
+
+    with broker_url(kind, tmp_path) as url:
+        app = chute.App(url, **options)
+        try:
+            yield app
+        finally:
+            app.close()
 
 
 @pytest.fixture

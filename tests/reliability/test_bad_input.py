@@ -52,8 +52,8 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def test_fuzzed_messages_between_valid_ones(tmp_path: Path) -> None:
-    url, ledger = f"sqlite:///{tmp_path}/fuzz.db", tmp_path / "ledger.db"
+def test_fuzzed_messages_between_valid_ones(url: str, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.db"
     rng = random.Random(int(os.environ.get("CHUTE_CHAOS_SEED", "11")))
     app = chute.App(url)
     work = app.task(name="apps.chaos.work")(lambda ms: None)
@@ -92,8 +92,8 @@ def test_fuzzed_messages_between_valid_ones(tmp_path: Path) -> None:
     assert growth_mb < 20, f"worker RSS grew {growth_mb:.1f} MB"
 
 
-def test_sigterm_with_a_long_grace_finishes_everything_in_flight(tmp_path: Path) -> None:
-    url, log = f"sqlite:///{tmp_path}/grace.db", tmp_path / "ran.log"
+def test_sigterm_with_a_long_grace_finishes_everything_in_flight(url: str, tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
     app = chute.App(url)
     slow = app.task(name="apps.basic.sleep_then")(lambda seconds, value: None)
     results = app.send_many([slow.s(2.0, i) for i in range(100)])
@@ -109,8 +109,8 @@ def test_sigterm_with_a_long_grace_finishes_everything_in_flight(tmp_path: Path)
     assert len(log.read_text().splitlines()) == 100  # none ran twice, none redelivered
 
 
-def test_sigterm_with_a_short_grace_releases_at_once(tmp_path: Path) -> None:
-    url, log = f"sqlite:///{tmp_path}/short.db", tmp_path / "ran.log"
+def test_sigterm_with_a_short_grace_releases_at_once(url: str, tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
     app = chute.App(url)
     slow = app.task(name="apps.basic.sleep_then")(lambda seconds, value: None)
     results = app.send_many([slow.s(3.0, i) for i in range(20)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,8 @@ def make(url: str, keys: dict[str, str], ran: list[int]) -> chute.App:
     return app
 
 
-def test_tampered_and_unsigned_messages_are_dead_lettered(tmp_path: Path) -> None:
-    url, ran, rng = f"sqlite:///{tmp_path}/s.db", [], random.Random(3)
+def test_tampered_and_unsigned_messages_are_dead_lettered(url: str) -> None:
+    ran, rng = [], random.Random(3)
     app = make(url, NEW, ran)
     f = app.tasks["f"]
     valid = [f.delay(i) for i in range(1000)]
@@ -48,8 +47,8 @@ def test_tampered_and_unsigned_messages_are_dead_lettered(tmp_path: Path) -> Non
     assert {d.body for d in dead} == {o.body for o in tampered + unsigned}
 
 
-def test_key_rotation(tmp_path: Path) -> None:
-    url, ran = f"sqlite:///{tmp_path}/r.db", []
+def test_key_rotation(url: str) -> None:
+    ran: list[int] = []
     old_producer = make(url, OLD, [])
     before = old_producer.tasks["f"].delay(1)
     rotating = make(url, {**NEW, **OLD}, ran)  # new key first: signs with k2, still accepts k1

@@ -1,0 +1,170 @@
+"""Worker and producer faults on every durable broker, checked against an effects ledger (short
+forms of the scenarios in benchmarks/chaos.py). Seeds are printed so a failure replays."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import chute
+from chute import State
+from helpers import env_for, start_worker, stop, wait_for
+from reliability.history import History, integrity, ledger_rows, read_ledger
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.db"
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def producer_app(url: str) -> tuple[chute.App, chute.Task[..., None]]:
+    app = chute.App(url)
+    work = app.task(name="apps.chaos.work")(lambda ms: None)
+    return app, work
+
+
+def seeded() -> random.Random:
+    seed = int(os.environ.get("CHUTE_CHAOS_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed} (replay with CHUTE_CHAOS_SEED={seed})")
+    return random.Random(seed)
+
+
+def test_worker_sigkill_chaos_loses_nothing(url: str, ledger: Path, tmp_path: Path) -> None:
+    """R1, short form: 4 workers, one SIGKILLed and replaced every 200 ms."""
+    rng = seeded()
+    n, prefetch = 1500, 8
+    app, work = producer_app(url)
+    ids = {r.id for r in app.send_many([work.s(rng.uniform(5, 50)) for _ in range(n)])}
+    extra = {"CHUTE_LEDGER": str(ledger), "CHUTE_TEST_LEASE": "2"}
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return start_worker(url, "apps.chaos:app", "-c", "4", "--prefetch", str(prefetch), **extra)
+
+    workers = [spawn() for _ in range(4)]
+    kills = 0
+    chaos_until = time.monotonic() + 4.0
+    try:
+        while time.monotonic() < chaos_until:  # a random worker SIGKILLed and replaced every 200 ms
+            time.sleep(0.2)
+            i = rng.randrange(len(workers))
+            workers[i].send_signal(signal.SIGKILL)
+            workers[i].wait()
+            workers[i] = spawn()
+            kills += 1
+        wait_for(lambda: set(read_ledger(ledger)) >= ids, timeout=120, what="every task in the ledger")
+    finally:
+        for w in workers:
+            stop(w)
+    h = History(ids, read_ledger(ledger))
+    assert h.lost == set() and h.unexpected == set()
+    extra_runs = sum(k - 1 for k in h.duplicated.values())
+    assert extra_runs <= kills * prefetch, (extra_runs, kills)
+    if url.startswith("sqlite"):
+        assert integrity(sqlite_path(url)) == "ok"
+    s = app.broker.stats(["default"])[0]
+    assert (s.ready, s.in_flight, s.delayed, s.dead) == (0, 0, 0, 0)
+    print(f"{kills} kills, {len(h.duplicated)} tasks ran twice ({extra_runs} extra runs)")
+
+
+PRODUCER = """
+import sys, chute
+app = chute.App(sys.argv[1])
+work = app.task(name="apps.chaos.work")(lambda ms: None)
+while True:
+    print(work.delay(0).id, flush=True)
+"""
+
+
+def test_producer_killed_mid_publish_loses_no_returned_enqueue(url: str, tmp_path: Path) -> None:
+    """R4, short form: 20 producers SIGKILLed at random points."""
+    rng = seeded()
+    chute.App(url).close()  # create the schema first, as a deployed app would have
+    ledger = tmp_path / "ledger.db"
+    returned: list[str] = []
+    for _ in range(20):
+        with subprocess.Popen([sys.executable, "-c", PRODUCER, url], stdout=subprocess.PIPE, env=env_for(url)) as p:
+            assert p.stdout is not None
+            for _ in range(rng.randrange(1, 300)):
+                returned.append(p.stdout.readline().decode().strip())
+            p.send_signal(signal.SIGKILL)
+            returned += [line.strip() for line in p.stdout.read().decode().splitlines() if line.strip()]
+    w = start_worker(url, "apps.chaos:app", "-c", "4", CHUTE_LEDGER=str(ledger))
+    try:  # every enqueue that returned was stored: a worker finds and runs each one
+        wait_for(lambda: set(read_ledger(ledger)) >= set(returned), timeout=60, what="every returned enqueue")
+    finally:
+        stop(w)
+    if url.startswith("sqlite"):
+        assert integrity(sqlite_path(url)) == "ok"
+
+
+def test_poison_task_that_kills_its_process_is_dead_lettered_after_three(url: str, ledger: Path) -> None:
+    app = chute.App(url)
+    poison = app.task(name="apps.chaos.kills_its_worker")(lambda: None)
+    work = app.task(name="apps.chaos.work")(lambda ms: None)
+    bad = poison.delay()
+    good = {r.id for r in app.send_many([work.s(1) for _ in range(300)])}
+    sup = start_worker(url, "apps.chaos:app", "-p", "2", "-c", "4", "--prefetch", "8",
+                       CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="1")
+    try:
+        wait_for(lambda: bad.status is State.DEAD, timeout=90, what="poison dead-lettered")
+        wait_for(lambda: set(read_ledger(ledger)) >= good, timeout=60, what="the others")
+    finally:
+        stop(sup)
+    assert read_ledger(ledger)[bad.id] == 3  # delivered three times, then no more
+    (dead,) = app.broker.dead_letters()
+    assert dead.id == bad.id and dead.reason.startswith("worker_lost")
+
+
+def test_always_failing_task_makes_six_attempts_on_the_backoff_then_dlq(url: str, ledger: Path) -> None:
+    app = chute.App(url)
+    failing = app.task(name="apps.chaos.always_fails")(lambda: None)
+    r = failing.delay()
+    w = start_worker(url, "apps.chaos:app", CHUTE_LEDGER=str(ledger))
+    try:
+        wait_for(lambda: r.status is State.DEAD, timeout=30, what="DEAD after retries")
+        rows = ledger_rows(ledger)
+        assert [a for _, a, _, _ in rows] == [0, 1, 2, 3, 4, 5]
+        gaps = [b[3] - a[3] for a, b in zip(rows, rows[1:], strict=False)]
+        for n, gap in enumerate(gaps):  # 0.2 s × 2^n ± 20 %, plus the worker's pick-up slack
+            assert 0.2 * 2**n * 0.8 - 0.02 <= gap <= 0.2 * 2**n * 1.2 + 0.1, (n, gaps)
+        rec = r.info()
+        assert rec is not None and rec.error is not None and "RuntimeError: always" in rec.error.traceback
+        assert app.broker.replay() == 1
+        wait_for(lambda: len(ledger_rows(ledger)) == 7 and r.status is State.DEAD, timeout=20, what="replay")
+    finally:
+        stop(w)
+
+
+def test_pickle_payloads_never_run(url: str, tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    app = chute.App(url)
+    app.task(name="apps.chaos.work")(lambda ms: None)
+    for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        app.broker.publish([chute.brokers.Outgoing("default", f"pickle-{proto}", pickle.dumps(Exploit(), proto))])
+    w = start_worker(url, "apps.chaos:app", CHUTE_LEDGER=str(tmp_path / "l.db"))
+    try:
+        wait_for(lambda: len(app.broker.dead_letters()) == pickle.HIGHEST_PROTOCOL - 1, timeout=20, what="DLQ")
+    finally:
+        stop(w)
+    assert not marker.exists()
+    assert all(d.reason.startswith("decode_error") for d in app.broker.dead_letters())
