@@ -67,10 +67,11 @@ def env_for(url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(url: str, spec: str = "apps.basic:app", *args: str, **extra: str) -> subprocess.Popen[bytes]:
-    """A real `chute worker` process."""
+def start_worker(url: str, spec: str = "apps.basic:app", *args: str, stderr: Any = None,
+                 **extra: str) -> subprocess.Popen[bytes]:
+    """A real `chute worker` process (its stderr to the test's, or to `stderr`: a file or PIPE)."""
     return subprocess.Popen([sys.executable, "-m", "chute", "worker", spec, "--log-level", "WARNING", *args],
-                            env=env_for(url, **extra), cwd=str(TESTS))
+                            env=env_for(url, **extra), cwd=str(TESTS), stderr=stderr)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:

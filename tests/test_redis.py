@@ -233,8 +233,9 @@ def test_redis_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> Non
     server = start_redis(port, tmp_path)
     log = tmp_path / "ran.log"
     app = producer(url)
-    workers = [start_worker(url, "apps.basic:app", "-c", "4", CHUTE_TEST_LEASE="2", CHUTE_TEST_LOG=str(log))
-               for _ in range(2)]
+    logs = [(tmp_path / f"worker{i}.log").open("wb") for i in range(2)]
+    workers = [start_worker(url, "apps.basic:app", "-c", "4", stderr=f, CHUTE_TEST_LEASE="2", CHUTE_TEST_LOG=str(log))
+               for f in logs]
     try:
         acked: list[int] = []
         for i in range(600):
@@ -243,11 +244,13 @@ def test_redis_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> Non
         wait_for(lambda: len(ran(log)) >= 50, timeout=15, what="work under way")
         server.kill()  # SIGKILL: only what appendfsync always put on disk survives
         server.wait(5)
-        t0 = time.monotonic()
+        down_at = time.monotonic()
         with pytest.raises(BrokerUnavailable):
             app.send_task("apps.basic.sleep_then", [0.0, -1])
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - down_at < 5
+        time.sleep(3)  # an outage of a few seconds, with workers trying all along
         server = start_redis(port, tmp_path)
+        outage = time.monotonic() - down_at
         for i in range(1000, 1100):
             app.send_task("apps.basic.sleep_then", [0.0, i])
             acked.append(i)
@@ -257,6 +260,13 @@ def test_redis_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> Non
     finally:
         for w in workers:
             stop(w)
+        for f in logs:
+            f.close()
         app.close()
         server.terminate()
         server.wait(10)
+    for i in range(2):
+        lines = (tmp_path / f"worker{i}.log").read_text().splitlines()
+        errors = [line for line in lines if " ERROR " in line]
+        assert len(errors) <= outage + 2, f"{len(errors)} error lines in a {outage:.1f} s outage: {errors}"
+        assert any("reachable again" in line for line in lines), lines

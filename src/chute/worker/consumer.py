@@ -29,6 +29,7 @@ from ..results import ResultRecord
 from ..states import State
 from .executor import AsyncRunner
 from .job import Job, Outcome, Reject, SuspectGate, error_info, prepare, result_record, retry_delay, run_sync
+from .outage import OutageLog
 from .speed import Speeds
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class Worker:
         self._async: AsyncRunner | None = None
         self._gate = SuspectGate()
         self._speeds = Speeds()  # how long each task takes here: which run inline
+        self._outage = OutageLog(log)  # broker errors: at most a line a second while it is down
+        self._retry_in = 0.1  # seconds before the next fetch after a failed one
         self._inline_room = 0  # after a batch that ran entirely inline: how many to claim next time
         self.events = EventBuffer(self.id) if events else None
         same_store: object = app.results
@@ -185,9 +188,13 @@ class Worker:
         try:
             deliveries = self.broker.fetch(self.queues, room, self.lease, timeout)
         except ChuteError as exc:
-            log.error("fetch failed: %s", exc)
-            self._closed.wait(1.0)
+            self._outage.error("fetch failed: %s; retrying in %.2g s", exc, self._retry_in)
+            self._closed.wait(self._retry_in)  # back off: 0.1 s, doubling to 2 s, while the broker is down
+            self._retry_in = min(self._retry_in * 2, 2.0)
             return 0
+        if self._retry_in != 0.1:
+            self._retry_in = 0.1
+            self._outage.recovered()
         claimed = [job for job in map(self._claim, deliveries) if job is not None]
         if claimed:
             claimed = self._start_jobs(claimed)
@@ -202,7 +209,7 @@ class Worker:
                                                            j.envelope.queue, attempt=j.envelope.attempt,
                                                            updated_at=now) for j in jobs])
         except ChuteError as exc:  # cannot tell: hold them back rather than run a cancelled task
-            log.error("could not check cancellations: %s; releasing %d message(s)", exc, len(jobs))
+            self._outage.error("could not check cancellations: %s; releasing %d message(s)", exc, len(jobs))
             for j in jobs:
                 self._held.pop(j.delivery.id, None)
             self._release([j.delivery for j in jobs])
@@ -330,7 +337,7 @@ class Worker:
                     self.broker.ack(acks)
                 self.processed += len(acks)
             except ChuteError as exc:  # not acked: the lease runs out and the messages run again
-                log.error("could not record %d finished tasks: %s; they will be redelivered", len(acks), exc)
+                self._outage.error("could not record %d finished tasks: %s; they will be redelivered", len(acks), exc)
         for outcome in failures:
             self._settle_failure(outcome)
 
@@ -382,7 +389,7 @@ class Worker:
             state = State.DEAD if job.task.options.dead_letter else State.FAILED
             self._fail_final(job, exc, outcome.traceback, state, ack=state is State.FAILED)
         except ChuteError as err:
-            log.error("could not settle failed task %s: %s; it will be redelivered", env.id, err)
+            self._outage.error("could not settle failed task %s: %s; it will be redelivered", env.id, err)
 
     def _outcome_event(self, kind: str, job: Job, duration: float, exc: BaseException | None) -> None:
         env = job.envelope
@@ -421,7 +428,7 @@ class Worker:
             log.error("message %s on %s %s: %s", r.delivery.id, r.delivery.queue,
                       "dead-lettered" if r.state is State.DEAD else "not run", r.reason)
         except ChuteError as exc:
-            log.error("could not dead-letter %s: %s", r.delivery.id, exc)
+            self._outage.error("could not dead-letter %s: %s", r.delivery.id, exc)
 
     # -- heartbeat, leases, time limits --------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -454,7 +461,7 @@ class Worker:
                 try:
                     self.results.purge_expired()
                 except ChuteError as exc:
-                    log.warning("could not purge expired results: %s", exc)
+                    self._outage.error("could not purge expired results: %s", exc)
                 next_purge = now + 60.0
 
     def _beat(self) -> None:
@@ -467,7 +474,7 @@ class Worker:
                     if not ok:
                         log.warning("lost the lease on %s (%s); another worker may run it", d.id, d.queue)
         except ChuteError as exc:
-            log.error("could not extend leases: %s", exc)
+            self._outage.error("could not extend leases: %s", exc)
         self._publish_info()
 
     def _flush_events(self) -> None:
@@ -478,7 +485,7 @@ class Worker:
             try:
                 self.broker.record_events(batch, EVENT_RETENTION)
             except ChuteError as exc:  # events are droppable; tasks are not
-                log.warning("dropped a batch of events: %s", exc)
+                self._outage.error("dropped a batch of events: %s", exc)
 
     def _publish_info(self) -> None:
         if self.events is not None:
@@ -486,7 +493,7 @@ class Worker:
         try:
             self.broker.heartbeat(self.info(), ttl=3 * max(self.heartbeat_every, INFO_EVERY) + 1)
         except ChuteError as exc:
-            log.error("heartbeat failed: %s", exc)
+            self._outage.error("heartbeat failed: %s", exc)
 
     def _notice_cancellations(self, now: float) -> None:
         running = [j for j in self._held.copy().values() if isinstance(j, Job) and j.started and not j.cancelled]
@@ -495,7 +502,7 @@ class Worker:
         try:
             cancelled = self.results.cancelled([j.envelope.id for j in running])
         except ChuteError as exc:
-            log.warning("could not check cancellations: %s", exc)
+            self._outage.error("could not check cancellations: %s", exc)
             return
         for job in running:
             if job.envelope.id in cancelled:
@@ -561,7 +568,8 @@ class Worker:
         try:
             self.broker.release(deliveries)
         except ChuteError as exc:
-            log.error("could not release %d message(s): %s; they return when their lease ends", len(deliveries), exc)
+            self._outage.error("could not release %d message(s): %s; they return when their lease ends",
+                               len(deliveries), exc)
 
     def _finish(self) -> None:
         self._stopping = True
