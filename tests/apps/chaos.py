@@ -18,10 +18,24 @@ def ledger() -> sqlite3.Connection:
     conn: sqlite3.Connection | None = getattr(_ledger, "conn", None)
     if conn is None:
         conn = sqlite3.connect(os.environ["CHUTE_LEDGER"], timeout=60, isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS effects (task_id TEXT, attempt INTEGER, pid INTEGER, at REAL)")
+        create_ledger(conn)
         _ledger.conn = conn
     return conn
+
+
+def create_ledger(conn: sqlite3.Connection) -> None:
+    """WAL and the effects table, tolerating other processes doing the same at the same moment
+    (switching the journal mode takes a lock that does not wait on the busy timeout)."""
+    for attempt in range(100):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS effects (task_id TEXT, attempt INTEGER, pid INTEGER, at REAL)")
+            return
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.01)
 
 
 def record() -> None:

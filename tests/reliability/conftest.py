@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import broker_url
+from helpers import sqlite_db
 
 DURABLE_KINDS = ["sqlite", "redis"]  # the brokers every fault scenario runs on
 
@@ -16,3 +17,14 @@ DURABLE_KINDS = ["sqlite", "redis"]  # the brokers every fault scenario runs on
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with broker_url(request.param, tmp_path) as u:
         yield u
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    """The effects ledger (tests/apps/chaos.py), created before any worker writes to it."""
+    from apps.chaos import create_ledger
+
+    path = tmp_path / "ledger.db"
+    with sqlite_db(path) as conn:
+        create_ledger(conn)
+    return path

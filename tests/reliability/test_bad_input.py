@@ -52,8 +52,7 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def test_fuzzed_messages_between_valid_ones(url: str, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.db"
+def test_fuzzed_messages_between_valid_ones(url: str, ledger: Path) -> None:
     rng = random.Random(int(os.environ.get("CHUTE_CHAOS_SEED", "11")))
     app = chute.App(url)
     work = app.task(name="apps.chaos.work")(lambda ms: None)

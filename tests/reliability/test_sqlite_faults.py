@@ -25,11 +25,6 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/broker.db"
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.db"
-
-
 def producer_app(url: str) -> tuple[chute.App, chute.Task[..., None]]:
     app = chute.App(url)
     work = app.task(name="apps.chaos.work")(lambda ms: None)

@@ -21,11 +21,6 @@ from reliability.history import History, integrity, ledger_rows, read_ledger
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.db"
-
-
 def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
@@ -88,11 +83,10 @@ while True:
 """
 
 
-def test_producer_killed_mid_publish_loses_no_returned_enqueue(url: str, tmp_path: Path) -> None:
+def test_producer_killed_mid_publish_loses_no_returned_enqueue(url: str, ledger: Path) -> None:
     """R4, short form: 20 producers SIGKILLed at random points."""
     rng = seeded()
     chute.App(url).close()  # create the schema first, as a deployed app would have
-    ledger = tmp_path / "ledger.db"
     returned: list[str] = []
     for _ in range(20):
         with subprocess.Popen([sys.executable, "-c", PRODUCER, url], stdout=subprocess.PIPE, env=env_for(url)) as p:
@@ -148,7 +142,7 @@ def test_always_failing_task_makes_six_attempts_on_the_backoff_then_dlq(url: str
         stop(w)
 
 
-def test_pickle_payloads_never_run(url: str, tmp_path: Path) -> None:
+def test_pickle_payloads_never_run(url: str, ledger: Path, tmp_path: Path) -> None:
     import pickle
 
     marker = tmp_path / "pwned"
@@ -161,10 +155,43 @@ def test_pickle_payloads_never_run(url: str, tmp_path: Path) -> None:
     app.task(name="apps.chaos.work")(lambda ms: None)
     for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
         app.broker.publish([chute.brokers.Outgoing("default", f"pickle-{proto}", pickle.dumps(Exploit(), proto))])
-    w = start_worker(url, "apps.chaos:app", CHUTE_LEDGER=str(tmp_path / "l.db"))
+    w = start_worker(url, "apps.chaos:app", CHUTE_LEDGER=str(ledger))
     try:
         wait_for(lambda: len(app.broker.dead_letters()) == pickle.HIGHEST_PROTOCOL - 1, timeout=20, what="DLQ")
     finally:
         stop(w)
     assert not marker.exists()
     assert all(d.reason.startswith("decode_error") for d in app.broker.dead_letters())
+
+
+def test_delays_longer_than_the_lease_run_once_on_time(url: str, ledger: Path) -> None:
+    """R3, real-clock form: 1,000 tasks due 3-5 s out, four times the 1 s lease, on two workers.
+
+    A delayed message is held by nobody until due (Celery's ETA-in-the-worker runs such tasks once
+    per visibility timeout, celery/kombu#337), so each runs once, none early, none over 1 s late.
+    The two-hour form on an injected clock is SQLite's test_wall_clock_jumps_… in test_sqlite_faults.
+    """
+    rng = seeded()
+    app, work = producer_app(url)
+    now = time.time()
+    due = {}
+    for _ in range(10):
+        etas = [now + rng.uniform(3, 5) for _ in range(100)]
+        for r, eta in zip(app.send_many([work.s(0).set(eta=eta) for eta in etas]), etas, strict=True):
+            due[r.id] = eta
+    workers = [start_worker(url, "apps.chaos:app", "-c", "4", CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="1")
+               for _ in range(2)]
+    try:
+        assert app.broker.stats(["default"])[0].delayed == 1000
+        wait_for(lambda: set(read_ledger(ledger)) >= set(due), timeout=60, what="every delayed task")
+        time.sleep(1.5)  # longer than a lease: a second run would show now
+    finally:
+        for w in workers:
+            stop(w)
+    rows = ledger_rows(ledger)
+    assert len(rows) == 1000 and {r[0] for r in rows} == set(due)
+    early = [(tid, at - due[tid]) for tid, _, _, at in rows if at < due[tid]]
+    late = sorted(at - due[tid] for tid, _, _, at in rows)
+    assert not early, early[:5]
+    assert late[-1] < 1.0, f"latest start {late[-1]:.3f} s after its ETA (p50 {late[500]:.3f} s)"
+    print(f"lateness p50 {late[500] * 1000:.0f} ms, max {late[-1] * 1000:.0f} ms")

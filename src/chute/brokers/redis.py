@@ -21,6 +21,7 @@ Redis when idle; ack with results 1 per batch; extend 1 per heartbeat; `wait()` 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import socket
 import time
@@ -70,6 +71,11 @@ def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
             raise BrokerError(f"Redis at {url}: {exc}") from None
 
     return call
+
+
+def _due_ms(at: float) -> int:
+    """A due time in whole milliseconds, rounded up: never deliver before the ETA."""
+    return math.ceil(at * 1000)
 
 
 def _ms(seconds: float) -> int:
@@ -192,7 +198,7 @@ class RedisBroker:
                 keys.append(f"{self.prefix}:{{{m.queue}}}:key:{m.idempotency_key}")
                 key = len(keys)
             keys.append(self._rkey(m.id))
-            args += [base[m.queue], m.id, m.body, _band(m.priority), 0 if m.eta is None else int(m.eta * 1000),
+            args += [base[m.queue], m.id, m.body, _band(m.priority), 0 if m.eta is None else _due_ms(m.eta),
                      key, _ms(m.idempotency_window), len(keys)]
         keys.append(f"{self.prefix}:meta")
         got = self._publish(keys, args)
@@ -279,7 +285,7 @@ class RedisBroker:
     @_guarded
     def nack(self, delivery: Delivery, body: bytes, retry_at: float) -> bool:
         d = delivery
-        return bool(self._nack(self._qkeys(d.queue), [GROUP, str(d.tag), d.claim, d.id, body, int(retry_at * 1000)]))
+        return bool(self._nack(self._qkeys(d.queue), [GROUP, str(d.tag), d.claim, d.id, body, _due_ms(retry_at)]))
 
     @_guarded
     def release(self, deliveries: Sequence[Delivery]) -> int:
