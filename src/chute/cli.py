@@ -116,9 +116,11 @@ def worker(app_spec: str, queues: str | None, concurrency: int, processes: int, 
 @main.command()
 @click.argument("app_spec", metavar="MODULE:APP")
 @click.option("--lease", default=10.0, show_default=True, help="Seconds a dead scheduler's lease lasts.")
+@click.option("--catch-up", default=300.0, show_default=True,
+              help="Seconds: slots missed by less (a takeover, clock skew) are all sent; older ones follow `missed`.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def scheduler(app_spec: str, lease: float, log_level: str) -> None:
+def scheduler(app_spec: str, lease: float, catch_up: float, log_level: str) -> None:
     """Send MODULE:APP's periodic tasks; start several, exactly one is active."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
@@ -128,7 +130,7 @@ def scheduler(app_spec: str, lease: float, log_level: str) -> None:
         _fail(exc)
     from .scheduler import Scheduler
 
-    s = Scheduler(app, lease=lease)
+    s = Scheduler(app, lease=lease, catch_up=catch_up)
     click.echo(f"chute scheduler {s.id} · {redact_url(app.url)} · {len(app.schedules)} periodic task(s)", err=True)
     s.install_signal_handlers()
     s.run()

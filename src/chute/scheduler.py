@@ -4,7 +4,10 @@ Ticks are **slots**: deterministic instants (multiples of the interval since the
 cron expression's times in its time zone). A slot is sent with the idempotency key
 `chute.periodic:<name>:<slot>`, so even two schedulers that both believe they lead (a paused
 leader waking up) cannot send one slot twice. Leadership is a lease in the result store, renewed
-every lease/3; if the leader dies another takes over within one lease period.
+every lease/3; if the leader dies another takes over within one lease period, and resumes after
+the last slot sent: slots missed by less than `catch_up` seconds (a leader change, clocks that
+differ between the schedulers' machines) are all sent; older ones follow the task's `missed`
+policy (downtime).
 """
 
 from __future__ import annotations
@@ -99,10 +102,12 @@ class Scheduler:
 
     LOCK = "chute.scheduler"
 
-    def __init__(self, app: App, *, lease: float = 10.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, app: App, *, lease: float = 10.0, clock: Callable[[], float] = time.time,
+                 catch_up: float = 300.0) -> None:
         self.app = app
         self.lease = lease
         self.clock = clock
+        self.catch_up = catch_up
         self.id = new_id()
         self.leading = False
         self.sent = 0
@@ -156,7 +161,7 @@ class Scheduler:
         if last is None:
             return p.next_slot(now)
         nxt = p.next_slot(float(last))
-        if nxt > now:
+        if nxt > now or now - nxt <= self.catch_up:  # a leader change or clock skew, not downtime: send each
             return nxt
         if p.missed == "run_once":  # send the latest missed slot once, then carry on from now
             latest = nxt
