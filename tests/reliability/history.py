@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from helpers import sqlite_db
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,3 +50,8 @@ def ledger_rows(path: Path) -> list[tuple[str, int, int, float]]:
 def integrity(db: Path) -> str:
     with sqlite_db(db, timeout=60) as c:
         return str(c.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def scale(short: T, long: T) -> T:
+    """`short` in `make test`; `long` when CHUTE_CHAOS_LONG=1 (benchmarks/chaos.py runs the long forms)."""
+    return long if os.environ.get("CHUTE_CHAOS_LONG") == "1" else short

@@ -15,9 +15,9 @@ import pytest
 import chute
 from chute.brokers.base import Outgoing
 from helpers import start_worker, stop, wait_for
-from reliability.history import read_ledger
+from reliability.history import read_ledger, scale
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(scale(240, 3600))
 
 
 def fuzzed(rng: random.Random, valid: bytes, i: int) -> bytes:
@@ -59,7 +59,7 @@ def test_fuzzed_messages_between_valid_ones(url: str, ledger: Path) -> None:
     valid = app.codec.encode(app._envelope(work, (0,), {}, {}, time.time())[0])
     ids: set[str] = set()
     bad: list[Outgoing] = []
-    for i in range(2000):
+    for i in range(scale(2000, 10_000)):
         ids |= {r.id for r in app.send_many([work.s(0)])}
         if i % 10 == 0:
             bad.append(Outgoing("default", f"fuzz-{i}", fuzzed(rng, valid, i // 10)))

@@ -10,6 +10,7 @@ import chute
 from chute.brokers.base import Outgoing
 from chute.signing import MARK
 from helpers import wait_for, worker_thread
+from reliability.history import scale
 
 NEW, OLD = {"k2": "new-secret-0123456789"}, {"k1": "old-secret-0123456789"}
 
@@ -24,9 +25,10 @@ def test_tampered_and_unsigned_messages_are_dead_lettered(url: str) -> None:
     ran, rng = [], random.Random(3)
     app = make(url, NEW, ran)
     f = app.tasks["f"]
-    valid = [f.delay(i) for i in range(1000)]
+    n = scale(1000, 10_000)  # valid and tampered; a tenth as many unsigned
+    valid = [f.delay(i) for i in range(n)]
     tampered = []
-    for i in range(1000, 2000):  # one flipped bit anywhere in the signed bytes or the signature
+    for i in range(n, 2 * n):  # one flipped bit anywhere in the signed bytes or the signature
         body = bytearray(app.codec.encode(app._envelope(f, (i,), {}, {}, 0.0)[0]))
         bit = rng.randrange(len(body) * 8)
         body[bit // 8] ^= 1 << (bit % 8)
@@ -34,14 +36,14 @@ def test_tampered_and_unsigned_messages_are_dead_lettered(url: str) -> None:
     plain = chute.App(url)
     plain_f = plain.task(name="f")(lambda i: None)
     unsigned = [Outgoing("default", f"u{i}", plain.codec.encode(plain._envelope(plain_f, (i,), {}, {}, 0.0)[0]))
-                for i in range(2000, 2100)]
+                for i in range(2 * n, 2 * n + n // 10)]
     assert MARK in app.codec.encode(app._envelope(f, (0,), {}, {}, 0.0)[0])
     app.broker.publish(tampered + unsigned)
     with worker_thread(app, concurrency=4):
-        wait_for(lambda: all(r.ready() for r in valid) and len(app.broker.dead_letters(limit=5000)) == 1100,
-                 timeout=60, what="all settled")
-    assert sorted(ran) == list(range(1000))
-    dead = app.broker.dead_letters(limit=5000)
+        wait_for(lambda: all(r.ready() for r in valid) and len(app.broker.dead_letters(limit=5 * n)) == n + n // 10,
+                 timeout=scale(60, 900), what="all settled")
+    assert sorted(ran) == list(range(n))
+    dead = app.broker.dead_letters(limit=5 * n)
     assert {d.id for d in dead} == {o.id for o in tampered + unsigned}
     assert all(d.reason.startswith("bad_signature") for d in dead)  # no tampered one ran, none was lost
     assert {d.body for d in dead} == {o.body for o in tampered + unsigned}

@@ -15,9 +15,9 @@ import pytest
 
 import chute
 from helpers import env_for, sqlite_db, start_worker, stop, wait_for
-from reliability.history import integrity, read_ledger
+from reliability.history import integrity, read_ledger, scale
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(scale(240, 3600))
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_sqlite_crash_loop_keeps_integrity_and_every_commit(url: str, tmp_path: 
     enqueued: set[str] = set()
     acked: set[str] = set()
     in_doubt: set[str] = set()  # fetched, killed before "A" was printed: its ack may have committed
-    for trial in range(30):
+    for trial in range(scale(30, 1000)):
         with subprocess.Popen([sys.executable, "-c", CRASH_LOOP, url, str(trial)], stdout=subprocess.PIPE,
                               env=env_for(url)) as p:
             time.sleep(rng.uniform(0.15, 0.4))
@@ -133,7 +133,7 @@ print(json.dumps({"ids": ids, "lat": lat}))
 
 
 def test_write_contention_many_producers_and_workers(url: str, ledger: Path) -> None:
-    producers, workers, per_producer = 4, 4, 1000
+    producers, workers, per_producer = scale((4, 4, 1000), (8, 8, 2000))
     chute.App(url).close()
     ws = [start_worker(url, "apps.chaos:app", "-c", "2", CHUTE_LEDGER=str(ledger)) for _ in range(workers)]
     try:
