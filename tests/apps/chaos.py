@@ -61,3 +61,11 @@ def kills_its_worker() -> None:
 def always_fails() -> None:
     record()
     raise RuntimeError("always")
+
+
+def on_order(payload: int) -> None:
+    record()  # the job's id is this group's copy of the event: "<event id>:<group>"
+
+
+for _group in ("billing", "email", "audit"):
+    app.subscriber("order.*", group=_group)(on_order)

@@ -195,3 +195,43 @@ def test_delays_longer_than_the_lease_run_once_on_time(url: str, ledger: Path) -
     assert not early, early[:5]
     assert late[-1] < 1.0, f"latest start {late[-1]:.3f} s after its ETA (p50 {late[500]:.3f} s)"
     print(f"lateness p50 {late[500] * 1000:.0f} ms, max {late[-1] * 1000:.0f} ms")
+
+
+def test_every_group_sees_every_event_through_consumer_kills(url: str, ledger: Path) -> None:
+    """R15, pub/sub part: events to a topic with three groups while consumers are SIGKILLed."""
+    rng = seeded()
+    n, prefetch = scale(1500, 10_000), 8
+    app = chute.App(url)
+    for group in ("billing", "email", "audit"):  # the producer's view of tests/apps/chaos.py
+        app.subscriber("order.*", group=group)(lambda payload: None)
+    app.declare_subscribers()
+    events: list[str] = []
+    for start in range(0, n, 250):
+        with app.batch():
+            events += [app.publish("order.created", i) for i in range(start, min(n, start + 250))]
+    expected = {f"{e}:{g}" for e in events for g in ("billing", "email", "audit")}
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return start_worker(url, "apps.chaos:app", "-c", "4", "--prefetch", str(prefetch),
+                            CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="2")
+
+    workers = [spawn() for _ in range(4)]
+    kills = 0
+    chaos_until = time.monotonic() + scale(4.0, 3600.0)
+    try:
+        while time.monotonic() < chaos_until and len(read_ledger(ledger)) < 0.95 * len(expected):
+            time.sleep(0.2)
+            i = rng.randrange(len(workers))
+            workers[i].send_signal(signal.SIGKILL)
+            workers[i].wait()
+            workers[i] = spawn()
+            kills += 1
+        wait_for(lambda: set(read_ledger(ledger)) >= expected, timeout=scale(120, 900), what="every group's copy")
+    finally:
+        for w in workers:
+            stop(w)
+    h = History(expected, read_ledger(ledger))
+    assert h.lost == set() and h.unexpected == set()
+    extra_runs = sum(k - 1 for k in h.duplicated.values())
+    assert extra_runs <= kills * prefetch, (extra_runs, kills)
+    print(f"{n} events x 3 groups, {kills} kills: 0 lost, {extra_runs} extra runs")
