@@ -19,6 +19,7 @@ import chute
 from chute.outbox.sqlalchemy import SQLAlchemyOutbox
 from conftest import require_service
 from helpers import env_for, wait_for, worker_thread
+from reliability.history import scale
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -160,8 +161,8 @@ def test_relay_process_sigkilled_at_random_instants(setup: tuple[chute.App, SQLA
                                               db_url: str) -> None:
     app, outbox, effects = setup
     receipt = app.tasks["receipt"]
-    committed = 0
-    for i in range(200):
+    committed, n = 0, scale(200, 2000)  # half of them roll back
+    for i in range(n):
         try:
             with Session(outbox.engine) as session, session.begin():
                 outbox.send(session, receipt.s(i))
@@ -171,7 +172,7 @@ def test_relay_process_sigkilled_at_random_instants(setup: tuple[chute.App, SQLA
         except RuntimeError:
             pass
     kills, rng = 0, random.Random(int(os.environ.get("CHUTE_CHAOS_SEED", "7")))
-    while pending(outbox) and kills < 60:  # killed at random instants while it works (start-up takes ~0.4 s)
+    while pending(outbox) and kills < scale(60, 600):  # killed at random instants as it works (start-up ~0.4 s)
         with subprocess.Popen([sys.executable, "-c", RELAY, app.url, db_url, outbox.table.name],
                               env=env_for(app.url)) as relay:
             time.sleep(rng.uniform(0.3, 0.6))
@@ -181,4 +182,4 @@ def test_relay_process_sigkilled_at_random_instants(setup: tuple[chute.App, SQLA
     with worker_thread(app, concurrency=4):
         wait_for(lambda: len(effects) >= committed, what="every committed receipt")
         time.sleep(0.3)
-    assert sorted(effects) == list(range(0, 200, 2))  # each committed one once, no rolled-back one
+    assert sorted(effects) == list(range(0, n, 2))  # each committed one once, no rolled-back one
