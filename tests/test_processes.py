@@ -178,3 +178,25 @@ def test_idle_worker_uses_almost_no_cpu(url: str) -> None:
         assert share < 0.02, f"idle worker used {share:.1%} of a core"
     finally:
         stop(w)
+
+
+def test_a_task_blocked_outside_python_is_settled_and_its_process_replaced(tmp_path: Path) -> None:
+    """Past its time limit a task is interrupted; one that cannot be (blocked in a C call) is settled as
+    timed out TERMINATE_AFTER (5 s) later, and its supervised process is replaced by a fresh one."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    app = chute.App(url)
+    blocked = app.task(name="apps.basic.blocked")(lambda seconds: None)
+    add = app.task(name="apps.basic.add")(lambda a, b: None)
+    sup = start_worker(url, "apps.basic:app", "-p", "2", "-c", "2")
+    try:
+        r = blocked.delay(120)
+        wait_for(lambda: r.status is State.STARTED, timeout=20, what="the blocked task to start")
+        t0 = time.monotonic()
+        with pytest.raises(chute.TimeLimitExceeded):
+            r.get(timeout=30)
+        assert time.monotonic() - t0 < 15
+        assert r.status is State.DEAD  # retries=0: the dead-letter queue, with the reason
+        assert [add.delay(i, i).get(timeout=20) for i in range(4)] == [0, 2, 4, 6]
+        assert sup.poll() is None
+    finally:
+        stop(sup)

@@ -228,6 +228,31 @@ def test_time_limit_interrupts_and_the_worker_keeps_going(app: chute.App) -> Non
         assert quick.delay().get(timeout=10) == "fine"
 
 
+def test_a_task_blocked_outside_python_is_given_up_on_and_its_thread_replaced(app: chute.App) -> None:
+    release = threading.Event()
+
+    @app.task(time_limit=0.2, retries=0)
+    def blocked() -> None:
+        release.wait(30)  # blocks in C: the time-limit exception cannot reach it
+
+    @app.task
+    def quick() -> str:
+        return "fine"
+
+    slow = blocked.delay()
+    try:
+        with worker_thread(app, concurrency=1) as w:
+            w.terminate_after = 0.5
+            t0 = time.monotonic()
+            with pytest.raises(chute.TimeLimitExceeded):
+                slow.get(timeout=10)
+            assert time.monotonic() - t0 < 5
+            assert quick.delay().get(timeout=10) == "fine"  # on the thread that replaced the stuck one
+    finally:
+        release.set()
+    assert slow.status is State.DEAD
+
+
 def test_async_tasks_run_concurrently_on_the_loop(app: chute.App) -> None:
     @app.task
     async def nap(i: int) -> int:

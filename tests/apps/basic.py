@@ -43,3 +43,9 @@ def limited(i: int) -> None:
     if log:
         with open(log, "a") as f:
             f.write(f"{time.time()} {os.getpid()}\n")
+
+
+@app.task(time_limit=0.3, retries=0)
+def blocked(seconds: float) -> None:
+    """Blocks in C (time.sleep), where the time-limit exception cannot reach it."""
+    time.sleep(seconds)

@@ -41,6 +41,7 @@ EVENT_RETENTION = 3600.0
 _STOP = object()
 INLINE_BATCH_SECONDS, INLINE_BATCH_MAX = 0.005, 512  # a batch of proven-fast tasks: claimed together, run here
 SETTLE_DELAY = 0.002  # seconds an outcome may wait to be settled with others in one transaction
+TERMINATE_AFTER = 5.0  # seconds an interrupted task may take to stop before the worker gives up on it
 CANCEL_CHECK_EVERY = 0.5  # seconds between checks for cancelled running tasks (only while some run)
 INFO_EVERY = 2.0  # seconds between worker-info heartbeats (status freshness), apart from lease renewals
 
@@ -64,6 +65,7 @@ class Worker:
             raise ValueError("prefetch must be at least 1")
         self.grace = grace
         self.cancel_grace = cancel_grace
+        self.terminate_after = TERMINATE_AFTER
         self.lease = app.lease
         self.heartbeat_every = heartbeat or max(0.2, self.lease / 3)
         self.id = new_id()  # unique per process start: recovery never keys on it
@@ -512,18 +514,43 @@ class Worker:
 
     def _enforce_time_limits(self, now: float) -> None:
         for item in list(self._held.copy().values()):
-            if not isinstance(item, Job) or item.interrupted or not item.started:
+            if not isinstance(item, Job) or not item.started:
+                continue
+            if item.interrupted:
+                if item.interrupted_at and now - item.interrupted_at > self.terminate_after:
+                    self._terminate(item)
                 continue
             if item.cancelled and now >= item.cancel_deadline:
-                item.interrupted = True
+                item.interrupted, item.interrupted_at = True, now
                 self._interrupt(item, TaskCancelled)
                 continue
             limit = item.task.options.time_limit
             if limit is not None and now - item.started > limit and not item.task.is_async:
-                item.interrupted = True
+                item.interrupted, item.interrupted_at = True, now
                 log.warning("task %s %s exceeded its time limit of %g s; interrupting it",
                             item.envelope.name, item.envelope.id, limit)
                 self._interrupt(item, TimeLimitExceeded)
+
+    def _terminate(self, job: Job) -> None:
+        """A task still running TERMINATE_AFTER seconds after it was interrupted is blocked outside
+        Python (a C call, a socket without a timeout), where no exception reaches it. Settle it now as
+        what it was interrupted for; then, in a supervised process, stop at once (the supervisor starts
+        a fresh one: the stuck thread dies with this process), else replace the executor thread it holds."""
+        job.interrupted_at = 0.0  # once
+        env = job.envelope
+        error: BaseException = (TaskCancelled(f"{env.name} was cancelled while running") if job.cancelled else
+                                TimeLimitExceeded(f"{env.name} ran longer than its time limit of "
+                                                  f"{job.task.options.time_limit:g} s"))
+        log.error("task %s %s did not stop within %g s of being interrupted (blocked outside Python?); "
+                  "settling it as %s and %s", env.name, env.id, self.terminate_after, type(error).__name__,
+                  "restarting this worker process" if self._supervisor_pid else "replacing its thread")
+        self._complete(Outcome(job, None, error, "", time.monotonic() - job.started))
+        if self._supervisor_pid is not None:
+            self.stop(graceful=False)  # what else it holds is released to other workers at once
+        elif not job.task.is_async:
+            t = threading.Thread(target=self._executor_loop, name=f"chute-exec-r{len(self._threads)}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def _interrupt(self, job: Job, error: type[BaseException]) -> None:
         """Raise `error` inside a running sync task's thread, or cancel an async task's coroutine."""

@@ -37,6 +37,7 @@ class Job:
     received: float = 0.0  # unix time the worker took it from the broker
     thread_id: int = 0
     interrupted: bool = False  # a time-limit or cancel exception was sent
+    interrupted_at: float = 0.0  # monotonic time it was sent (0 once the worker gave up on the task)
     cancelled: bool = False  # someone cancelled this task while it ran: stop soon (check it in long loops)
     cancel_deadline: float = 0.0  # monotonic time after which the worker interrupts it
     extra: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
