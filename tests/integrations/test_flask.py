@@ -1,29 +1,15 @@
-"""The Flask example, served by Flask's own server, with a real chute worker."""
+"""The Flask extension (its example runs over HTTP in test_examples_http.py)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 import chute
 from chute.errors import ConfigurationError
-from integrations import scenario
-from web import BROKERS, broker, free_port, process, worker
 
 pytest.importorskip("flask")
-
-
-@pytest.mark.parametrize("kind", BROKERS)
-def test_flask_example(kind: str, tmp_path: Path) -> None:
-    folder = scenario.copy_example("flask", tmp_path)
-    port = free_port()
-    with broker(kind, tmp_path) as url:
-        cmd = [sys.executable, "-m", "flask", "--app", "reports", "run", "--port", str(port), "--no-reload"]
-        with process(cmd, url, cwd=folder, port=port, REPORT_SECONDS=scenario.REPORT_SECONDS):
-            scenario.run(f"http://127.0.0.1:{port}",
-                         lambda: worker("reports:chute", url, cwd=folder, REPORT_SECONDS=scenario.REPORT_SECONDS))
 
 
 def test_extension_reads_app_config_and_runs_tasks_in_the_app_context(tmp_path: Path) -> None:
