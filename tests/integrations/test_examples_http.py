@@ -12,28 +12,30 @@ from pathlib import Path
 import pytest
 
 from integrations import scenario
-from web import BROKERS, broker, free_port, process, worker
+from web import BROKERS, broker, free_port, process
 
 PY = sys.executable
-SERVERS: dict[str, tuple[str, list[str]]] = {  # example: (worker spec, server command; {port} filled in)
-    "flask": ("reports:chute", [PY, "-m", "flask", "--app", "reports", "run", "--port", "{port}", "--no-reload"]),
-    "fastapi": ("reports:chute", [PY, "-m", "uvicorn", "reports:app", "--port", "{port}", "--log-level", "warning"]),
-    "aiohttp": ("reports:chute", [PY, "reports.py", "--port", "{port}"]),
-    "tornado": ("reports:chute", [PY, "reports.py", "--port", "{port}"]),
-    "wsgi": ("reports:chute", [PY, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "-w", "1", "--no-control-socket",
-                       "reports:application"]),
+CHUTE_WORKER = [PY, "-m", "chute", "worker", "reports:chute", "--log-level", "ERROR"]
+GUNICORN = [PY, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "-w", "1", "--no-control-socket", "--log-level", "warning"]
+SERVERS: dict[str, tuple[list[str], list[str]]] = {  # example: (worker command, server command; {port} filled in)
+    "flask": (CHUTE_WORKER, [PY, "-m", "flask", "--app", "reports", "run", "--port", "{port}", "--no-reload"]),
+    "fastapi": (CHUTE_WORKER, [PY, "-m", "uvicorn", "reports:app", "--port", "{port}", "--log-level", "warning"]),
+    "aiohttp": (CHUTE_WORKER, [PY, "reports.py", "--port", "{port}"]),
+    "tornado": (CHUTE_WORKER, [PY, "reports.py", "--port", "{port}"]),
+    "wsgi": (CHUTE_WORKER, [*GUNICORN, "reports:application"]),
+    "django": ([PY, "manage.py", "chute_worker", "--log-level", "ERROR"], [*GUNICORN, "reports_site.wsgi"]),
 }
 
 
 @pytest.mark.parametrize("kind", BROKERS)
 @pytest.mark.parametrize("example", sorted(SERVERS))
 def test_example_over_http(example: str, kind: str, tmp_path: Path) -> None:
-    spec, command = SERVERS[example]
+    worker_cmd, command = SERVERS[example]
     folder = scenario.copy_example(example, tmp_path)
     port = free_port()
     cmd = [part.replace("{port}", str(port)) for part in command]
     with broker(kind, tmp_path) as url:
-        with process(cmd, url, cwd=folder, port=port, REPORT_SECONDS=scenario.REPORT_SECONDS):
-            measured = scenario.run(f"http://127.0.0.1:{port}",
-                                    lambda: worker(spec, url, cwd=folder, REPORT_SECONDS=scenario.REPORT_SECONDS))
+        slow = {"REPORT_SECONDS": scenario.REPORT_SECONDS}
+        with process(cmd, url, cwd=folder, port=port, **slow):
+            measured = scenario.run(f"http://127.0.0.1:{port}", lambda: process(worker_cmd, url, cwd=folder, **slow))
     print(f"{example}/{kind}: POST /reports ms {measured['post_ms']}")
