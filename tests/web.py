@@ -53,6 +53,7 @@ def drop_redis_prefix(url: str) -> None:
 
 @contextmanager
 def broker(kind: str, tmp_path: Path) -> Iterator[str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     url = broker_url(kind, tmp_path)
     try:
         yield url

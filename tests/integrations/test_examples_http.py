@@ -21,6 +21,7 @@ SERVERS: dict[str, tuple[list[str], list[str]]] = {  # example: (worker command,
     "flask": (CHUTE_WORKER, [PY, "-m", "flask", "--app", "reports", "run", "--port", "{port}", "--no-reload"]),
     "fastapi": (CHUTE_WORKER, [PY, "-m", "uvicorn", "reports:app", "--port", "{port}", "--log-level", "warning"]),
     "aiohttp": (CHUTE_WORKER, [PY, "reports.py", "--port", "{port}"]),
+    "bottle": (CHUTE_WORKER, [PY, "serve.py", "--port", "{port}"]),  # gevent
     "tornado": (CHUTE_WORKER, [PY, "reports.py", "--port", "{port}"]),
     "wsgi": (CHUTE_WORKER, [*GUNICORN, "reports:application"]),
     "django": ([PY, "manage.py", "chute_worker", "--log-level", "ERROR"], [*GUNICORN, "reports_site.wsgi"]),
