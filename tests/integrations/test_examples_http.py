@@ -24,6 +24,8 @@ SERVERS: dict[str, tuple[list[str], list[str]]] = {  # example: (worker command,
     "bottle": (CHUTE_WORKER, [PY, "serve.py", "--port", "{port}"]),  # gevent
     "tornado": (CHUTE_WORKER, [PY, "reports.py", "--port", "{port}"]),
     "wsgi": (CHUTE_WORKER, [*GUNICORN, "reports:application"]),
+    "pyramid": ([PY, "-m", "chute", "worker", "worker:chute", "--log-level", "ERROR"],
+                [*GUNICORN, "--paste", "development.ini"]),
     "django": ([PY, "manage.py", "chute_worker", "--log-level", "ERROR"], [*GUNICORN, "reports_site.wsgi"]),
 }
 
@@ -33,9 +35,12 @@ SERVERS: dict[str, tuple[list[str], list[str]]] = {  # example: (worker command,
 def test_example_over_http(example: str, kind: str, tmp_path: Path) -> None:
     worker_cmd, command = SERVERS[example]
     folder = scenario.copy_example(example, tmp_path)
+    ini = folder / "development.ini"
     port = free_port()
     cmd = [part.replace("{port}", str(port)) for part in command]
     with broker(kind, tmp_path) as url:
+        if ini.exists():  # Pyramid reads its broker from the .ini (chute.url), not from CHUTE_URL
+            ini.write_text(ini.read_text().replace("chute.url = sqlite:///reports.db", f"chute.url = {url}"))
         slow = {"REPORT_SECONDS": scenario.REPORT_SECONDS}
         with process(cmd, url, cwd=folder, port=port, **slow):
             measured = scenario.run(f"http://127.0.0.1:{port}", lambda: process(worker_cmd, url, cwd=folder, **slow))
