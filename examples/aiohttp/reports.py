@@ -57,6 +57,11 @@ def make_app() -> web.Application:
     return app
 
 
+async def create_app() -> web.Application:
+    """For gunicorn: `gunicorn reports:create_app --worker-class aiohttp.GunicornWebWorker`."""
+    return make_app()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8080)
