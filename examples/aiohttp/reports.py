@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -37,7 +38,12 @@ async def start_report(request: web.Request) -> web.Response:
 
 
 async def report_status(request: web.Request) -> web.Response:
+    """?wait=SECONDS long-polls: the handler awaits the result without blocking the event loop."""
     job = get_chute(request).result(request.match_info["report_id"])
+    wait = float(request.query.get("wait", "0"))
+    if wait > 0:
+        with contextlib.suppress(Exception):  # a timeout or the task's error: reported below
+            await job.wait(timeout=min(wait, 30.0))
     info = await job.info_async()
     if info is None:
         raise web.HTTPNotFound(text="no such report")

@@ -12,6 +12,7 @@ redis.asyncio, SQLite on a thread). CHUTE_URL picks the broker (default: reports
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Annotated, Any
 
@@ -49,8 +50,12 @@ async def start_report(req: ReportRequest) -> dict[str, str]:
 
 
 @app.get("/reports/{report_id}")
-async def report_status(report_id: str, chute: Chute) -> dict[str, Any]:
+async def report_status(report_id: str, chute: Chute, wait: float = 0) -> dict[str, Any]:
+    """?wait=SECONDS long-polls: the handler awaits the result without blocking the event loop."""
     job = chute.result(report_id)
+    if wait > 0:
+        with contextlib.suppress(Exception):  # a timeout or the task's error: reported below
+            await job.wait(timeout=min(wait, 30.0))
     info = await job.info_async()
     if info is None:
         raise HTTPException(404, "no such report")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -42,7 +43,12 @@ class Reports(ChuteMixin, RequestHandler):
 
 class Report(ChuteMixin, RequestHandler):
     async def get(self, report_id: str) -> None:
+        """?wait=SECONDS long-polls: the handler awaits the result without blocking the IOLoop."""
         job = self.chute.result(report_id)
+        wait = float(self.get_argument("wait", "0"))
+        if wait > 0:
+            with contextlib.suppress(Exception):  # a timeout or the task's error: reported below
+                await job.wait(timeout=min(wait, 30.0))
         info = await job.info_async()
         if info is None:
             raise HTTPError(404)

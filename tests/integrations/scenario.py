@@ -27,7 +27,8 @@ def copy_example(name: str, tmp_path: Path) -> Path:
     return folder
 
 
-def run(base: str, start_worker: Callable[[], AbstractContextManager[Any]]) -> dict[str, Any]:
+def run(base: str, start_worker: Callable[[], AbstractContextManager[Any]], *, long_poll: bool = False
+        ) -> dict[str, Any]:
     """Drive the example at `base`; return what was measured (for the test's assertions and report)."""
     took, ids = [], []
     for rows in range(1, 8):  # no worker yet: the POST is the enqueue alone
@@ -45,6 +46,11 @@ def run(base: str, start_worker: Callable[[], AbstractContextManager[Any]]) -> d
 
     with start_worker():
         seen = follow(base, [ids[0], failing["id"]])
+        if long_poll:  # GET ?wait= awaits the result inside the handler: one request, the final state
+            _, job, _ = call("POST", f"{base}/reports", {"rows": 4})
+            status, body, seconds = call("GET", f"{base}/reports/{job['id']}?wait=20", timeout=30)
+            assert (status, body["status"], body["result"]["total"]) == (200, "succeeded", 6), body
+            assert seconds >= float(REPORT_SECONDS) * 0.9, seconds
     ok, bad = seen[ids[0]], seen[failing["id"]]
     assert [s["status"] for s in ok] == ["queued", "started", "succeeded"], ok
     assert ok[-1]["result"]["rows"] == 1 and ok[-1]["result"]["total"] == 0, ok[-1]

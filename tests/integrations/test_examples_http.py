@@ -15,6 +15,7 @@ from integrations import scenario
 from web import BROKERS, broker, free_port, process
 
 PY = sys.executable
+ASYNC = {"fastapi", "aiohttp", "tornado"}  # their GET also long-polls: ?wait= awaits the result in the handler
 CHUTE_WORKER = [PY, "-m", "chute", "worker", "reports:chute", "--log-level", "ERROR"]
 GUNICORN = [PY, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "-w", "1", "--no-control-socket", "--log-level", "warning"]
 SERVERS: dict[str, tuple[list[str], list[str]]] = {  # example: (worker command, server command; {port} filled in)
@@ -43,5 +44,6 @@ def test_example_over_http(example: str, kind: str, tmp_path: Path) -> None:
             ini.write_text(ini.read_text().replace("chute.url = sqlite:///reports.db", f"chute.url = {url}"))
         slow = {"REPORT_SECONDS": scenario.REPORT_SECONDS}
         with process(cmd, url, cwd=folder, port=port, **slow):
-            measured = scenario.run(f"http://127.0.0.1:{port}", lambda: process(worker_cmd, url, cwd=folder, **slow))
+            measured = scenario.run(f"http://127.0.0.1:{port}", lambda: process(worker_cmd, url, cwd=folder, **slow),
+                                    long_poll=example in ASYNC)
     print(f"{example}/{kind}: POST /reports ms {measured['post_ms']}")
