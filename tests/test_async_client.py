@@ -56,6 +56,29 @@ def test_delay_async_send_async_and_wait(app: chute.App) -> None:
     assert error == "no" and status is State.SUCCEEDED
 
 
+def test_concurrent_sends_are_grouped_yet_each_gets_its_own_outcome(app: chute.App) -> None:
+    app.queue("tiny", max_length=3, on_full="reject")
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async def main() -> tuple[list[Any], list[int]]:
+        outcomes = await asyncio.gather(*(add.send_async((i, i), queue="tiny" if i % 2 else None)
+                                          for i in range(12)), return_exceptions=True)
+        values = [await r.wait(timeout=10) for r in outcomes[::2]]  # the even ones, on the default queue
+        await app.aclose()
+        return list(outcomes), values
+
+    with worker_thread(app, queues=["default"]):  # "tiny" is left to fill up
+        outcomes, values = asyncio.run(main())
+    full = [o for o in outcomes if isinstance(o, QueueFull)]
+    sent = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(full) == 3 and len(sent) == 9  # 6 odd sends to "tiny": 3 fit, 3 refused, alone
+    assert len({r.id for r in sent}) == 9
+    assert values == [2 * i for i in range(0, 12, 2)]
+
+
 def test_wait_times_out_with_the_state(app: chute.App) -> None:
     @app.task
     def never(i: int) -> None:

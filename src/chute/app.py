@@ -65,6 +65,7 @@ class App:
         self._batch: ContextVar[tuple[list[Outgoing], list[TaskResult[Any] | None]] | None] = ContextVar(
             f"chute_batch_{id(self)}", default=None)
         self.hooks = Hooks()
+        self._grouped: Any = None  # aio.Publishers, made on the first async send to a sync broker
         self.broker: Broker = open_broker(self.url)
         if results is None:
             if not isinstance(self.broker, ResultBackend):
@@ -312,21 +313,35 @@ class App:
     async def _publish_async(self, outs: list[Outgoing]) -> list[str]:
         import asyncio
 
-        native = getattr(self.broker, "publish_async", None)
-        if native is None:
-            return await asyncio.to_thread(self._publish, outs)  # SQLite and memory: off the loop
-        # a broker with an asyncio client of its own (redis.asyncio): `_publish`'s policy, awaiting
         block = self._block_timeout(outs)
-        deadline, pause = time.monotonic() + (block or 0.0), 0.001
+        if block is None:  # concurrent sends of this loop share round trips (aio.py)
+            if self._grouped is None:
+                from .aio import Publishers
+
+                self._grouped = Publishers(self._publish_once_async)
+            ids: list[str] = await self._grouped.publish(outs)
+            return ids
+        if getattr(self.broker, "publish_async", None) is None:
+            return await asyncio.to_thread(self._publish, outs)  # `_publish` waits for room, on a thread
+        deadline, pause = time.monotonic() + block, 0.001  # `_publish`'s policy, awaiting
         while True:
             try:
-                ids: list[str] = await native(outs)
-                return ids
+                return await self._publish_once_async(outs)
             except QueueFull:
-                if block is None or time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 0.05)
+
+    async def _publish_once_async(self, outs: list[Outgoing]) -> list[str]:
+        """One publish: natively where the broker has an asyncio client (redis.asyncio), else on a thread."""
+        import asyncio
+
+        native = getattr(self.broker, "publish_async", None)
+        if native is None:
+            return await asyncio.to_thread(self.broker.publish, outs)  # SQLite, memory: off the loop
+        ids: list[str] = await native(outs)
+        return ids
 
     def send_many(self, calls: Sequence[Signature]) -> list[TaskResult[Any]]:
         """Queue many calls in one atomic batch (one round trip); return their handles in order."""
