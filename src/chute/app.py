@@ -65,7 +65,7 @@ class App:
         self._batch: ContextVar[tuple[list[Outgoing], list[TaskResult[Any] | None]] | None] = ContextVar(
             f"chute_batch_{id(self)}", default=None)
         self.hooks = Hooks()
-        self._grouped: Any = None  # aio.Publishers, made on the first async send to a sync broker
+        self._grouped: Any = None  # aio.Publishers, made on the first async send
         self.broker: Broker = open_broker(self.url)
         if results is None:
             if not isinstance(self.broker, ResultBackend):

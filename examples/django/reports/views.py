@@ -23,12 +23,15 @@ def start_report(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def report_status(request: HttpRequest, report_id: str) -> JsonResponse:
+    job = get_app().result(report_id)
+    state = job.status  # chute's finer state (retrying, dead, ...), read first: Django's is never older
     try:
         result = build_report.get_result(report_id)  # Django's own API
     except TaskResultDoesNotExist:
         raise Http404("no such report") from None
-    out = {"id": result.id, "django_status": result.status,
-           "status": get_app().result(report_id).status.value}  # chute's finer state: retrying, dead, ...
+    if result.is_finished and not state.finished:
+        state = job.status  # it finished between the two reads
+    out = {"id": result.id, "django_status": result.status, "status": state.value}
     if result.status == TaskResultStatus.SUCCESSFUL:
         out["result"] = result.return_value
     elif result.errors:
