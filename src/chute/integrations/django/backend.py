@@ -25,7 +25,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
+
+try:
+    from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
+except ImportError as exc:  # Django < 6.0
+    raise ImportError(f"chute's django.tasks backend needs Django >= 6.0 (pip install 'django>=6'): {exc}") from None
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
