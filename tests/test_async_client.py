@@ -1,20 +1,31 @@
-"""The awaitable producer API: enqueue and wait from asyncio code without blocking the loop."""
+"""The awaitable producer API: enqueue and wait from asyncio code without blocking the loop.
+
+Every broker: SQLite and memory go through a thread, Redis is native (redis.asyncio).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import chute
+from chute import State
+from chute.errors import QueueFull, TaskTimeout
 from helpers import worker_thread
+from web import broker
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> chute.App:
-    return chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/a.db")
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
+    with broker(request.param, tmp_path) as url:
+        a = chute.App(url)
+        yield a
+        a.close()
 
 
 def test_delay_async_send_async_and_wait(app: chute.App) -> None:
@@ -22,14 +33,85 @@ def test_delay_async_send_async_and_wait(app: chute.App) -> None:
     def add(a: int, b: int) -> int:
         return a + b
 
-    async def main() -> list[int]:
+    @app.task(retries=0)
+    def boom() -> None:
+        raise ValueError("no")
+
+    async def main() -> tuple[list[int], str, State]:
         first = await add.delay_async(1, 2)
         second = await add.send_async((3, 4), priority=5, countdown=0.05)
+        third = await app.send_task_async(add.name, (5, 5))
         many = await app.send_many_async([add.s(i, i) for i in range(10)])
-        return [await r.wait(timeout=10) for r in (first, second, *many)]
+        values = [await r.wait(timeout=10) for r in (first, second, third, *many)]
+        failing = await boom.delay_async()
+        with pytest.raises(ValueError, match="no") as err:
+            await failing.wait(timeout=10)
+        status = await first.status_async()
+        await app.aclose()
+        return values, str(err.value), status
 
     with worker_thread(app):
-        assert asyncio.run(main()) == [3, 7] + [2 * i for i in range(10)]
+        values, error, status = asyncio.run(main())
+    assert values == [3, 7, 10] + [2 * i for i in range(10)]
+    assert error == "no" and status is State.SUCCEEDED
+
+
+def test_concurrent_sends_are_grouped_yet_each_gets_its_own_outcome(app: chute.App) -> None:
+    app.queue("tiny", max_length=3, on_full="reject")
+
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async def main() -> tuple[list[Any], list[int]]:
+        outcomes = await asyncio.gather(*(add.send_async((i, i), queue="tiny" if i % 2 else None)
+                                          for i in range(12)), return_exceptions=True)
+        values = [await r.wait(timeout=10) for r in outcomes[::2]]  # the even ones, on the default queue
+        await app.aclose()
+        return list(outcomes), values
+
+    with worker_thread(app, queues=["default"]):  # "tiny" is left to fill up
+        outcomes, values = asyncio.run(main())
+    full = [o for o in outcomes if isinstance(o, QueueFull)]
+    sent = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(full) == 3 and len(sent) == 9  # 6 odd sends to "tiny": 3 fit, 3 refused, alone
+    assert len({r.id for r in sent}) == 9
+    assert values == [2 * i for i in range(0, 12, 2)]
+
+
+def test_wait_times_out_with_the_state(app: chute.App) -> None:
+    @app.task
+    def never(i: int) -> None:
+        pass
+
+    async def main() -> tuple[float, str]:
+        r = await never.delay_async(1)  # no worker: it stays queued
+        t = time.monotonic()
+        with pytest.raises(TaskTimeout) as err:
+            await r.wait(timeout=0.3)
+        took = time.monotonic() - t
+        await app.aclose()
+        return took, str(err.value)
+
+    took, message = asyncio.run(main())
+    assert 0.25 <= took < 2.0
+    assert "queued" in message
+
+
+def test_async_calls_join_a_batch(app: chute.App) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async def main() -> list[State]:
+        with app.batch():
+            r = await add.delay_async(1, 1)
+            assert r.status is State.UNKNOWN  # not sent until the batch ends
+        states = [await r.status_async()]
+        await app.aclose()
+        return states
+
+    assert asyncio.run(main()) == [State.QUEUED]
 
 
 def test_enqueueing_5000_per_second_keeps_the_loop_responsive(app: chute.App) -> None:
@@ -55,9 +137,116 @@ def test_enqueueing_5000_per_second_keeps_the_loop_responsive(app: chute.App) ->
             await asyncio.sleep(max(0.0, t0 + sent / 5000 - time.perf_counter()))
         stop = True
         await tick
+        await app.aclose()
         lags.sort()
         return lags[int(len(lags) * 0.99)], sent
 
     p99_lag, sent = asyncio.run(main())
     assert sent >= 4500
     assert p99_lag < 0.005, f"event loop lag p99 {p99_lag * 1000:.2f} ms"
+
+
+def test_wait_does_not_poll_in_a_tight_loop(app: chute.App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis sleeps in the server until the result is stored; the others back off to 50 ms."""
+    reads: list[float] = []
+    real_get = app.results.get
+
+    def counting_get(task_id: str) -> Any:
+        reads.append(time.monotonic())
+        return real_get(task_id)
+
+    monkeypatch.setattr(app.results, "get", counting_get)
+
+    @app.task
+    def slow() -> str:
+        time.sleep(1.0)
+        return "done"
+
+    async def main() -> tuple[str, float]:
+        r = await slow.delay_async()
+        t = time.monotonic()
+        value = await r.wait(timeout=10)
+        took = time.monotonic() - t
+        await app.aclose()
+        return value, took
+
+    with worker_thread(app):
+        reads.clear()  # the worker's own reads are not the waiter's... but it makes none for this task
+        value, took = asyncio.run(main())
+    assert value == "done"
+    if app.url.startswith("redis"):
+        assert reads == [] and took < 1.5  # woken by the notification, not by reading
+    else:
+        assert len(reads) <= 35, f"{len(reads)} reads in about a second"
+
+
+def test_async_publish_keeps_redis_semantics(tmp_path: Path) -> None:
+    """The asyncio side shares the sync broker's scripts: idempotency, ETAs, limits and events."""
+    with broker("redis", tmp_path) as url:
+        app = chute.App(url)
+        app.queue("small", max_length=2, on_full="reject")
+        app.queue("waits", max_length=1, on_full="block", block_timeout=0.2)
+
+        @app.task
+        def add(a: int, b: int) -> int:
+            return a + b
+
+        @app.subscriber("order.*", group="billing")
+        def bill(payload: dict[str, int]) -> int:
+            return payload["n"]
+
+        app.declare_subscribers()
+        received: list[int] = []
+
+        @app.subscriber("order.*", group="audit")
+        def audit(payload: dict[str, int]) -> None:
+            received.append(payload["n"])
+
+        async def main() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            a = await add.send_async((1, 2), idempotency_key="k1")
+            b = await add.send_async((1, 2), idempotency_key="k1")
+            out["same_id"] = a.id == b.id
+            late = await add.send_async((2, 2), countdown=0.3)
+            out["late"] = await late.status_async()
+            await add.send_async((0, 0), queue="small")
+            await add.send_async((0, 0), queue="small")
+            with pytest.raises(QueueFull):
+                await add.send_async((0, 0), queue="small")
+            await add.send_async((0, 0), queue="waits")
+            t = time.monotonic()
+            with pytest.raises(QueueFull):
+                await add.send_async((0, 0), queue="waits")
+            out["blocked"] = time.monotonic() - t
+            event = await app.publish_async("order.created", {"n": 7})
+            out["event"] = event
+            out["values"] = [await a.wait(timeout=10), await late.wait(timeout=10)]
+            out["billing"] = await app.result(f"{event}:billing").wait(timeout=10)
+            await app.aclose()
+            return out
+
+        with worker_thread(app, queues=["default", "chute.group.billing"]):
+            out = asyncio.run(main())
+        app.close()
+    assert out["same_id"] and out["late"] is State.QUEUED
+    assert 0.15 <= out["blocked"] < 2
+    assert out["values"] == [3, 4] and out["billing"] == 7
+    assert received == []  # "audit" was declared after the event: it never saw it
+
+
+def test_each_event_loop_gets_and_closes_its_own_redis_client(tmp_path: Path) -> None:
+    """Two asyncio.run() calls on one App: no connection outlives its loop (warnings are errors here)."""
+    with broker("redis", tmp_path) as url:
+        app = chute.App(url)
+
+        @app.task
+        def noop() -> None:
+            pass
+
+        async def main() -> str:
+            return (await noop.delay_async()).id  # no aclose(): the loop's shutdown closes the client
+
+        ids = [asyncio.run(main()), asyncio.run(main())]
+        assert len(set(ids)) == 2
+        assert all(app.result(i).status is State.QUEUED for i in ids)
+        app.close()

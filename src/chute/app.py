@@ -65,6 +65,7 @@ class App:
         self._batch: ContextVar[tuple[list[Outgoing], list[TaskResult[Any] | None]] | None] = ContextVar(
             f"chute_batch_{id(self)}", default=None)
         self.hooks = Hooks()
+        self._grouped: Any = None  # aio.Publishers, made on the first async send
         self.broker: Broker = open_broker(self.url)
         if results is None:
             if not isinstance(self.broker, ResultBackend):
@@ -290,10 +291,15 @@ class App:
 
     async def _send_async(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any],
                           options: dict[str, Any]) -> TaskResult[R]:
-        if self.eager:
+        if self.eager or self._batch.get() is not None:  # eager runs inline; a batch sends on exit
             return self._send(task, args, kwargs, options)
         _, out = self._envelope(task, args, kwargs, options, time.time())
         return TaskResult(self, (await self._publish_async([out]))[0])
+
+    async def send_task_async(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
+                              **options: Any) -> TaskResult[Any]:
+        """`send_task` for asyncio code, without blocking the event loop."""
+        return await self._send_async(self.get_task(name), tuple(args), kwargs or {}, options)
 
     async def send_many_async(self, calls: Sequence[Signature]) -> list[TaskResult[Any]]:
         """`send_many` for asyncio code: one batch, without blocking the event loop."""
@@ -305,13 +311,37 @@ class App:
         return [TaskResult(self, i) for i in await self._publish_async(outs)]
 
     async def _publish_async(self, outs: list[Outgoing]) -> list[str]:
-        native = getattr(self.broker, "publish_async", None)
-        if native is not None:  # a broker with an asyncio client of its own (redis.asyncio, aio-pika)
-            ids: list[str] = await native(outs)
-            return ids
         import asyncio
 
-        return await asyncio.to_thread(self._publish, outs)  # SQLite and memory: off the loop
+        block = self._block_timeout(outs)
+        if block is None:  # concurrent sends of this loop share round trips (aio.py)
+            if self._grouped is None:
+                from .aio import Publishers
+
+                self._grouped = Publishers(self._publish_once_async)
+            ids: list[str] = await self._grouped.publish(outs)
+            return ids
+        if getattr(self.broker, "publish_async", None) is None:
+            return await asyncio.to_thread(self._publish, outs)  # `_publish` waits for room, on a thread
+        deadline, pause = time.monotonic() + block, 0.001  # `_publish`'s policy, awaiting
+        while True:
+            try:
+                return await self._publish_once_async(outs)
+            except QueueFull:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.05)
+
+    async def _publish_once_async(self, outs: list[Outgoing]) -> list[str]:
+        """One publish: natively where the broker has an asyncio client (redis.asyncio), else on a thread."""
+        import asyncio
+
+        native = getattr(self.broker, "publish_async", None)
+        if native is None:
+            return await asyncio.to_thread(self.broker.publish, outs)  # SQLite, memory: off the loop
+        ids: list[str] = await native(outs)
+        return ids
 
     def send_many(self, calls: Sequence[Signature]) -> list[TaskResult[Any]]:
         """Queue many calls in one atomic batch (one round trip); return their handles in order."""
@@ -331,13 +361,18 @@ class App:
         ids = self._publish([out for _, out in built])
         return [TaskResult(self, i) for i in ids]
 
-    def _publish(self, outs: list[Outgoing]) -> list[str]:
-        """Publish; for queues whose policy is "block", wait for room up to their timeout."""
+    def _block_timeout(self, outs: list[Outgoing]) -> float | None:
+        """How long a publish may wait for room: None unless a queue's policy is "block"."""
         blocking = [self.queues[o.queue] for o in outs if o.max_length is not None
                     and self.queues.get(o.queue) is not None and self.queues[o.queue].on_full == "block"]
-        if not blocking:
+        return min(q.block_timeout for q in blocking) if blocking else None
+
+    def _publish(self, outs: list[Outgoing]) -> list[str]:
+        """Publish; for queues whose policy is "block", wait for room up to their timeout."""
+        block = self._block_timeout(outs)
+        if block is None:
             return self.broker.publish(outs)
-        deadline = time.monotonic() + min(q.block_timeout for q in blocking)
+        deadline = time.monotonic() + block
         pause = 0.001
         while True:
             try:
@@ -366,6 +401,13 @@ class App:
     def result(self, task_id: str) -> TaskResult[Any]:
         """A handle on a task sent earlier, from its id."""
         return TaskResult(self, task_id)
+
+    async def aclose(self) -> None:
+        """Close what the running event loop holds (redis.asyncio connections); `close()` the rest."""
+        for store in {id(self.broker): self.broker, id(self.results): self.results}.values():
+            aclose = getattr(store, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def close(self) -> None:
         self.broker.close()

@@ -121,11 +121,16 @@ class Task(Generic[P, R]):
         """`delay` for asyncio code: never blocks the event loop."""
         return await self.app._send_async(self, args, kwargs, {})
 
-    async def send_async(self, args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any] | None = None,
-                         **options: Any) -> TaskResult[R]:
+    async def send_async(self, args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any] | None = None, *,
+                         countdown: Seconds | None = None, eta: When | None = None, priority: int | None = None,
+                         queue: str | None = None, idempotency_key: str | None = None,
+                         expires: Seconds | When | None = None, headers: dict[str, str] | None = None
+                         ) -> TaskResult[R]:
         """`send` for asyncio code, with the same options; never blocks the event loop."""
-        return await self.app._send_async(self, tuple(args), kwargs or {},
-                                          {k: v for k, v in options.items() if v is not None})
+        options = {k: v for k, v in (("countdown", countdown), ("eta", eta), ("priority", priority),
+                                     ("queue", queue), ("idempotency_key", idempotency_key),
+                                     ("expires", expires), ("headers", headers)) if v is not None}
+        return await self.app._send_async(self, tuple(args), kwargs or {}, options)
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
         """This call as a Signature, to send later or in a batch."""
@@ -189,19 +194,52 @@ class TaskResult(Generic[R]):
             raise TaskTimeout(f"task {self.id} not finished after {timeout} s (state: {state})")
         return cast(R, _outcome(self.app, rec))
 
-    async def wait(self, timeout: float | None = None, poll: float = 0.005) -> R:
-        """Awaitable `get` for asyncio code: checks without blocking the event loop."""
+    async def wait(self, timeout: float | None = None) -> R:
+        """`get` for asyncio code: the same result or error, without blocking the event loop.
+
+        A store with an asyncio client (Redis) sleeps in the server until the result is written;
+        others (SQLite, memory) are read on a thread, at a backoff from 2 ms to 50 ms.
+        """
         import asyncio
 
+        results = self.app.results
+        native = getattr(results, "wait_async", None)
         deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
         while True:
-            rec = await asyncio.to_thread(self.app.results.get, self.id)
+            if native is not None:
+                rec: ResultRecord | None = await native(self.id, timeout)
+            else:
+                rec = await asyncio.to_thread(results.get, self.id)
             if rec is not None and rec.state.finished:
                 return cast(R, _outcome(self.app, rec))
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TaskTimeout(f"task {self.id} not finished after {timeout} s")
-            await asyncio.sleep(poll)
-            poll = min(poll * 2, 0.1)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if native is not None or (remaining is not None and remaining <= 0):
+                state = State.UNKNOWN if rec is None else rec.state
+                raise TaskTimeout(f"task {self.id} not finished after {timeout} s (state: {state})")
+            await asyncio.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 2, 0.05)
+
+    async def info_async(self) -> ResultRecord | None:
+        """`info()` for asyncio code."""
+        import asyncio
+
+        native = getattr(self.app.results, "get_async", None)
+        if native is not None:
+            rec: ResultRecord | None = await native(self.id)
+            return rec
+        return await asyncio.to_thread(self.app.results.get, self.id)
+
+    async def status_async(self) -> State:
+        """`status` for asyncio code."""
+        rec = await self.info_async()
+        return State.UNKNOWN if rec is None else rec.state
+
+    async def cancel_async(self) -> bool:
+        """`cancel()` for asyncio code."""
+        import asyncio
+
+        return await asyncio.to_thread(self.app.cancel, self.id)
 
 
 def _outcome(app: App, rec: ResultRecord) -> Any:

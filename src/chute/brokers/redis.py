@@ -102,6 +102,8 @@ class RedisBroker:
         self._scripts = [v for v in vars(self).values() if isinstance(v, Script)]
         self._fast = FastCalls(client.connection_pool)
         self._qkeys_cache: dict[str, list[str]] = {}
+        self._dsn = url  # with its password: the asyncio side opens its own connections
+        self._aio: Any = None  # redis_async.AsyncRedis, made on first use
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -409,8 +411,32 @@ class RedisBroker:
 
     def close(self) -> None:
         self._fast.close()
+        if self._aio is not None:
+            self._aio.close()
         self._r.close()
         self._r.connection_pool.disconnect()
+
+    # -- asyncio: the same scripts on redis.asyncio (redis_async.py) ------------------------------
+    def _async(self) -> Any:
+        if self._aio is None:
+            from .redis_async import AsyncRedis
+
+            self._aio = AsyncRedis(self, self._dsn)
+        return self._aio
+
+    async def publish_async(self, messages: Sequence[Outgoing]) -> list[str]:
+        return cast(list[str], await self._async().publish(messages))
+
+    async def get_async(self, task_id: str) -> ResultRecord | None:
+        return cast(ResultRecord | None, await self._async().get(task_id))
+
+    async def wait_async(self, task_id: str, timeout: float | None) -> ResultRecord | None:
+        return cast(ResultRecord | None, await self._async().wait(task_id, timeout))
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connections (the sync ones stay open)."""
+        if self._aio is not None:
+            await self._aio.aclose()
 
     # -- ResultBackend -------------------------------------------------------------------------
     @_guarded

@@ -1,0 +1,205 @@
+"""The Redis broker's asyncio side: publish and wait on `redis.asyncio`, never blocking the loop.
+
+It serves one RedisBroker and speaks exactly its protocol: the same Lua scripts (redis_scripts.py),
+the same keys and the same replies, so a message published here is indistinguishable from one
+published by `RedisBroker.publish`, and a result waited for here wakes on the same notification as
+`RedisBroker.wait`. Round trips: publish 1 (plus 1 to read subscriptions when a batch holds an
+event, and 1 the first time this process names a queue); wait 1 + one BLPOP per second waited.
+
+redis.asyncio connections belong to the event loop that opened them, so each loop gets a client
+of its own, closed by `aclose()` or, at the latest, when the loop shuts down (asyncio.run, uvicorn
+and aiohttp all finalise async generators then, which is the hook used here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from ..errors import BrokerError, BrokerUnavailable, QueueFull
+from ..results import ResultRecord
+from ..topics import group_queue, matches
+from . import redis_scripts as lua
+from .base import Outgoing
+from .redis_scripts import NKEYS
+
+if TYPE_CHECKING:
+    from .redis import RedisBroker
+
+
+class _LoopClient:
+    """A redis.asyncio client and its scripts, bound to one event loop."""
+
+    def __init__(self, url: str) -> None:
+        pool = aioredis.ConnectionPool.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=3.0, socket_keepalive=True, health_check_interval=30,
+            protocol=2, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
+                                    supported_errors=(redis.ConnectionError,)))
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self.enqueue = self.redis.register_script(lua.ENQUEUE)
+        self.publish = self.redis.register_script(lua.PUBLISH)
+        self.keeper: AsyncIterator[None] | None = None
+
+
+class AsyncRedis:
+    """`publish` and `wait` of one RedisBroker, for coroutines."""
+
+    def __init__(self, broker: RedisBroker, url: str) -> None:
+        self._broker = broker
+        self._url = urlunsplit(urlsplit(url)._replace(query=""))  # chute's own options (prefix) stay out
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = \
+            weakref.WeakKeyDictionary()
+
+    async def _client(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = _LoopClient(self._url)
+            client.keeper = self._keep(loop, client)
+            await anext(client.keeper)  # registered with the loop now: finalised at its shutdown
+        return client
+
+    async def _keep(self, loop: asyncio.AbstractEventLoop, client: _LoopClient) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            self._clients.pop(loop, None)
+            await client.redis.aclose(close_connection_pool=True)
+
+    async def aclose(self) -> None:
+        """Close the running loop's client (other loops close theirs when they shut down)."""
+        client = self._clients.get(asyncio.get_running_loop())
+        if client is not None and client.keeper is not None:
+            await cast(Any, client.keeper).aclose()
+
+    def close(self) -> None:
+        """From sync code: ask every loop still running elsewhere to close its client."""
+        for loop, client in list(self._clients.items()):
+            if client.keeper is not None and loop.is_running() and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(cast(Any, client.keeper).aclose(), loop)
+
+    # -- producing -----------------------------------------------------------------------------
+    async def publish(self, messages: Sequence[Outgoing]) -> list[str]:
+        try:
+            return await self._publish(await self._client(), messages)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc}); nothing was done, "
+                                    "try again when it is back") from None
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
+
+    async def _publish(self, c: _LoopClient, messages: Sequence[Outgoing]) -> list[str]:
+        from .redis import _band, _due_ms, _ms
+
+        b = self._broker
+        if not messages:
+            return []
+        m = messages[0]
+        if len(messages) == 1 and m.queue in b._known and m.idempotency_key is None and m.eta is None \
+                and m.topic is None and m.max_length is None:  # the one-by-one fast path, as in publish()
+            await c.enqueue([b._qkeys(m.queue)[_band(m.priority)], b._rkey(m.id)], [m.id, m.body, m.queue])
+            return [m.id]
+        plan: list[int | str] = list(range(len(messages)))
+        if any(m.topic is not None for m in messages):
+            messages, plan, unrouted = await self._route(c, messages)
+            for topic in unrouted:
+                await c.redis.hincrby(f"{b.prefix}:meta", f"chute.unrouted:{topic}", 1)
+            if not messages:
+                return [str(x) for x in plan]
+        new = {m.queue for m in messages} - b._known
+        if new:
+            await c.redis.sadd(f"{b.prefix}:queues", *sorted(new))
+            b._known |= new
+        order = list(dict.fromkeys(m.queue for m in messages))
+        keys = [k for q in order for k in b._qkeys(q)]
+        base = {q: NKEYS * n for n, q in enumerate(order)}
+        limits = {m.queue: (m.max_length, m.on_full) for m in messages if m.max_length is not None}
+        args: list[Any] = [len(order)]
+        for q in order:
+            limit, on_full = limits.get(q, (None, "reject"))
+            args += [base[q], -1 if limit is None else limit, on_full, q]
+        for m in messages:
+            key = 0
+            if m.idempotency_key is not None:
+                keys.append(f"{b.prefix}:{{{m.queue}}}:key:{m.idempotency_key}")
+                key = len(keys)
+            keys.append(b._rkey(m.id))
+            args += [base[m.queue], m.id, m.body, _band(m.priority), 0 if m.eta is None else _due_ms(m.eta),
+                     key, _ms(m.idempotency_window), len(keys)]
+        keys.append(f"{b.prefix}:meta")
+        got = await c.publish(keys, args)
+        if got and got[0] == b"full":
+            queue = order[int(got[1]) // NKEYS]
+            raise QueueFull(f"queue {queue!r} is full: {int(got[2])} waiting, limit {int(got[3])} "
+                            f"(on_full={limits[queue][1]!r}); nothing was enqueued")
+        return [got[x].decode() if isinstance(x, int) else x for x in plan]
+
+    async def _route(self, c: _LoopClient, messages: Sequence[Outgoing]
+                     ) -> tuple[list[Outgoing], list[int | str], list[str]]:
+        raw = cast(list[bytes], await c.redis.hkeys(f"{self._broker.prefix}:subs"))
+        subs = [f.decode().split("\n", 1) for f in raw]
+        out: list[Outgoing] = []
+        plan: list[int | str] = []
+        unrouted: list[str] = []
+        for m in messages:
+            if m.topic is None:
+                plan.append(len(out))
+                out.append(m)
+                continue
+            plan.append(m.id)
+            targets = sorted({g for g, p in subs if matches(p, m.topic)})
+            if not targets:
+                unrouted.append(m.topic)
+            out += [msgspec.structs.replace(m, id=f"{m.id}:{g}", queue=group_queue(g), topic=None) for g in targets]
+        return out, plan, unrouted
+
+    # -- results -------------------------------------------------------------------------------
+    async def get(self, task_id: str) -> ResultRecord | None:
+        from .redis import _record
+
+        try:
+            c = await self._client()
+            return _record(task_id, await c.redis.hmget(self._broker._rkey(task_id), ["r", "s", "q"]))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc})") from None
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
+
+    async def wait(self, task_id: str, timeout: float | None) -> ResultRecord | None:
+        """Sleep in Redis (BLPOP on a wake-up list of our own) until the task finishes or `timeout`."""
+        try:
+            return await self._wait(await self._client(), task_id, timeout)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc})") from None
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
+
+    async def _wait(self, c: _LoopClient, task_id: str, timeout: float | None) -> ResultRecord | None:
+        from .redis import BLOCK_CHUNK, _decode_record, _ms, _record
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        key = self._broker._rkey(task_id)
+        mine = f"{key}:wake:{os.urandom(6).hex()}"
+        while True:
+            remaining = BLOCK_CHUNK if deadline is None else deadline - time.monotonic()
+            pipe = c.redis.pipeline(transaction=False)  # register first, then read: a later store wakes us
+            pipe.sadd(f"{key}:waiters", mine)
+            pipe.pexpire(f"{key}:waiters", _ms(BLOCK_CHUNK + 1))
+            pipe.hmget(key, ["r", "s", "q"])
+            rec = _record(task_id, (await pipe.execute())[2])
+            if (rec is not None and rec.state.finished) or remaining <= 0:
+                return rec
+            got = await cast(Any, c.redis.blpop([mine], timeout=min(remaining, BLOCK_CHUNK)))
+            if got is not None:
+                return _decode_record(cast(bytes, got[1]))

@@ -1,0 +1,72 @@
+"""A real FastAPI (uvicorn) or Tornado server enqueues 5,000 tasks/s; a 1 ms timer in its own event
+loop must never be late by 5 ms or more at the 99th percentile, on SQLite and on Redis."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import TESTS
+from web import BROKERS, broker, free_port, process
+
+RATE, PER_REQUEST, SECONDS = 5000, 20, 3.0
+SERVERS = {
+    "fastapi": [sys.executable, "-m", "uvicorn", "apps.lag_server:fastapi_app", "--port", "{port}",
+                "--log-level", "warning"],
+    "tornado": [sys.executable, "-m", "apps.lag_server", "{port}"],
+}
+
+
+def drive(port: int, each: bool) -> dict[str, Any]:
+    """One keep-alive client sending PER_REQUEST tasks a request, paced to RATE tasks/s, then the lag."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def post(path: str) -> Any:
+        conn.request("POST", path)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        return json.loads(resp.read())
+
+    try:
+        post(f"/enqueue?n={PER_REQUEST}")  # warm: connections, scripts
+        post("/lag/start")
+        sent, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < SECONDS:
+            sent += post(f"/enqueue?n={PER_REQUEST}&each={int(each)}")["sent"]
+            ahead = t0 + sent / RATE - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)  # the client's pacing, not a wait for work
+        rate = sent / (time.perf_counter() - t0)
+        conn.request("GET", "/lag")
+        report = json.loads(conn.getresponse().read())
+        report["rate"] = rate
+        return report
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("mode", ["batches", "single-sends"])
+@pytest.mark.parametrize("kind", BROKERS)
+@pytest.mark.parametrize("server", sorted(SERVERS))
+def test_event_loop_lag_while_enqueueing_5000_per_second(server: str, kind: str, mode: str, tmp_path: Path) -> None:
+    """Batches: each request sends one send_many_async of 20. Single sends: each request makes 20
+    concurrent delay_async calls (grouped into shared round trips by chute.aio)."""
+    runs = []
+    for attempt in range(3):  # best of up to 3: other processes on a shared machine can delay any run,
+        port = free_port()    # while a blocking call on the loop would show in every one
+        cmd = [part.replace("{port}", str(port)) for part in SERVERS[server]]
+        with broker(kind, tmp_path / str(attempt)) as url, process(cmd, url, cwd=TESTS, port=port):
+            runs.append(drive(port, each=mode == "single-sends"))
+        print(f"{server}/{kind}/{mode}: {runs[-1]}")
+        if runs[-1]["p99_ms"] < 5.0:
+            break
+    report = min(runs, key=lambda r: r["p99_ms"])
+    assert report["rate"] >= 0.9 * RATE, report
+    assert report["samples"] > 1000, report
+    assert report["p99_ms"] < 5.0, report
