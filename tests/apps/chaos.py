@@ -1,5 +1,6 @@
 """Tasks for the fault-injection suite: each run is written to an effects ledger (a separate
-SQLite file named by CHUTE_LEDGER) as (task id, attempt, worker pid) before the task returns."""
+SQLite file named by CHUTE_LEDGER) as (task id, attempt, worker pid) before the task returns;
+`work` also records its start, so runs cut short by a kill can be found."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def create_ledger(conn: sqlite3.Connection) -> None:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("CREATE TABLE IF NOT EXISTS effects (task_id TEXT, attempt INTEGER, pid INTEGER, at REAL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS starts (task_id TEXT, pid INTEGER, at REAL)")
             return
         except sqlite3.OperationalError:
             if attempt == 99:
@@ -45,8 +47,15 @@ def record() -> None:
                      (job.envelope.id, job.envelope.attempt, os.getpid(), time.time()))
 
 
+def record_start() -> None:
+    job = chute.current_job()
+    assert job is not None
+    ledger().execute("INSERT INTO starts VALUES (?, ?, ?)", (job.envelope.id, os.getpid(), time.time()))
+
+
 @app.task
 def work(ms: float) -> None:
+    record_start()  # so a checker can see which runs a kill cut short, and when they ran again
     time.sleep(ms / 1000)
     record()
 

@@ -16,6 +16,11 @@ from helpers import sqlite_db
 from integrations import scenario
 from web import broker, call, free_port, process, worker
 
+# The other writer holds SQLite's lock 20 ms at a time: a publish waiting for it on the hub shows as
+# lag of that order (the control measures 30-35 ms). Offloaded, p99 is about 1 ms on a quiet machine;
+# the limit leaves room for a shared 2-core machine running other suites, yet stays under 20 ms.
+LIMIT_MS = 10.0
+
 pytest.importorskip("gevent")
 pytest.importorskip("bottle")
 
@@ -94,15 +99,15 @@ def test_enqueueing_under_gevent_does_not_block_the_hub(tmp_path: Path) -> None:
     for attempt in range(3):  # best of up to 3: other processes on a shared machine can delay a run
         with broker("sqlite", tmp_path / f"a{attempt}") as url:
             runs.append(measure(folder, url))
-        if runs[-1]["p99_ms"] < 5.0:
+        if runs[-1]["p99_ms"] < LIMIT_MS:
             break
     report = min(runs, key=lambda r: r["p99_ms"])
     with broker("sqlite", tmp_path / "b") as url:
         blocked = measure(folder, url, CHUTE_TEST_NO_OFFLOAD="1")
     print(f"bottle+gevent, offloaded: {report}\nbottle+gevent, SQLite on the hub: {blocked}")
     assert report["offloaded"] and report["requests"] > 300, report
-    assert report["p99_ms"] < 5.0, report
-    assert not blocked["offloaded"] and blocked["p99_ms"] > 10.0, (report, blocked)
+    assert report["p99_ms"] < LIMIT_MS, report
+    assert not blocked["offloaded"] and blocked["p99_ms"] > 15.0, (report, blocked)
 
 
 def test_the_plugin_offloads_only_in_a_patched_process(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import pytest
 
 import chute
 from helpers import env_for, sqlite_db, start_worker, stop, wait_for
-from reliability.history import integrity, read_ledger, scale
+from reliability.history import integrity, read_ledger, scale, seeded
 
 pytestmark = pytest.mark.timeout(scale(240, 3600))
 
@@ -23,18 +21,6 @@ pytestmark = pytest.mark.timeout(scale(240, 3600))
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/broker.db"
-
-
-def producer_app(url: str) -> tuple[chute.App, chute.Task[..., None]]:
-    app = chute.App(url)
-    work = app.task(name="apps.chaos.work")(lambda ms: None)
-    return app, work
-
-
-def seeded() -> random.Random:
-    seed = int(os.environ.get("CHUTE_CHAOS_SEED", random.randrange(1 << 30)))
-    print(f"seed {seed} (replay with CHUTE_CHAOS_SEED={seed})")
-    return random.Random(seed)
 
 
 CRASH_LOOP = """

@@ -4,7 +4,6 @@ forms of the scenarios in benchmarks/chaos.py). Seeds are printed so a failure r
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,25 +15,22 @@ import pytest
 import chute
 from chute import State
 from helpers import env_for, start_worker, stop, wait_for
-from reliability.history import History, integrity, ledger_rows, read_ledger, scale
+from reliability.history import (
+    integrity,
+    kill_while_running,
+    ledger_rows,
+    orphan_delays,
+    producer_app,
+    read_ledger,
+    scale,
+    seeded,
+)
 
 pytestmark = pytest.mark.timeout(scale(240, 3600))
 
 
 def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
-
-
-def producer_app(url: str) -> tuple[chute.App, chute.Task[..., None]]:
-    app = chute.App(url)
-    work = app.task(name="apps.chaos.work")(lambda ms: None)
-    return app, work
-
-
-def seeded() -> random.Random:
-    seed = int(os.environ.get("CHUTE_CHAOS_SEED", random.randrange(1 << 30)))
-    print(f"seed {seed} (replay with CHUTE_CHAOS_SEED={seed})")
-    return random.Random(seed)
 
 
 def test_worker_sigkill_chaos_loses_nothing(url: str, ledger: Path, tmp_path: Path) -> None:
@@ -48,30 +44,20 @@ def test_worker_sigkill_chaos_loses_nothing(url: str, ledger: Path, tmp_path: Pa
     def spawn() -> subprocess.Popen[bytes]:
         return start_worker(url, "apps.chaos:app", "-c", "4", "--prefetch", str(prefetch), **extra)
 
-    workers = [spawn() for _ in range(4)]
-    kills = 0
-    chaos_until = time.monotonic() + scale(4.0, 3600.0)  # the long form kills through 95 % of the run
-    try:
-        while time.monotonic() < chaos_until and len(read_ledger(ledger)) < 0.95 * n:  # a kill every 200 ms
-            time.sleep(0.2)
-            i = rng.randrange(len(workers))
-            workers[i].send_signal(signal.SIGKILL)
-            workers[i].wait()
-            workers[i] = spawn()
-            kills += 1
-        wait_for(lambda: set(read_ledger(ledger)) >= ids, timeout=120, what="every task in the ledger")
-    finally:
-        for w in workers:
-            stop(w)
-    h = History(ids, read_ledger(ledger))
+    h, killed = kill_while_running(spawn, ids, ledger, rng)
+    kills = len(killed)
     assert h.lost == set() and h.unexpected == set()
     extra_runs = sum(k - 1 for k in h.duplicated.values())
     assert extra_runs <= kills * prefetch, (extra_runs, kills)
+    delays = orphan_delays(ledger, killed)  # each run a kill cut short started again within its lease
+    assert delays and max(delays) < 2.0 + 1.0, sorted(delays)[-5:]
     if url.startswith("sqlite"):
         assert integrity(sqlite_path(url)) == "ok"
     s = app.broker.stats(["default"])[0]
     assert (s.ready, s.in_flight, s.delayed, s.dead) == (0, 0, 0, 0)
-    print(f"{kills} kills, {len(h.duplicated)} tasks ran twice ({extra_runs} extra runs)")
+    print(f"{kills} kills, {len(h.duplicated)} tasks ran twice ({extra_runs} extra runs); {len(delays)} runs cut "
+          f"short, started again {sorted(delays)[len(delays) // 2]:.2f} s (median), {max(delays):.2f} s (max) "
+          "after the kill (lease 2 s)")
 
 
 PRODUCER = """
@@ -215,22 +201,8 @@ def test_every_group_sees_every_event_through_consumer_kills(url: str, ledger: P
         return start_worker(url, "apps.chaos:app", "-c", "4", "--prefetch", str(prefetch),
                             CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="2")
 
-    workers = [spawn() for _ in range(4)]
-    kills = 0
-    chaos_until = time.monotonic() + scale(4.0, 3600.0)
-    try:
-        while time.monotonic() < chaos_until and len(read_ledger(ledger)) < 0.95 * len(expected):
-            time.sleep(0.2)
-            i = rng.randrange(len(workers))
-            workers[i].send_signal(signal.SIGKILL)
-            workers[i].wait()
-            workers[i] = spawn()
-            kills += 1
-        wait_for(lambda: set(read_ledger(ledger)) >= expected, timeout=scale(120, 900), what="every group's copy")
-    finally:
-        for w in workers:
-            stop(w)
-    h = History(expected, read_ledger(ledger))
+    h, killed = kill_while_running(spawn, expected, ledger, rng)
+    kills = len(killed)
     assert h.lost == set() and h.unexpected == set()
     extra_runs = sum(k - 1 for k in h.duplicated.values())
     assert extra_runs <= kills * prefetch, (extra_runs, kills)
