@@ -1,0 +1,67 @@
+"""What lifecycle events cost: drain throughput with events on vs off, same broker, same run.
+
+    .venv/bin/python benchmarks/events_overhead.py [--url URL] [-n 20000] [--rounds 5] [-c 8]
+
+Each round enqueues N no-op tasks, then drains them with one in-process Worker
+(`run(until_idle=True)`), alternately with `events=True` and `events=False` so machine noise hits
+both alike; the report is the median tasks/s of each and the relative drop. The default URL is a
+fresh SQLite file per round; one short warm-up drain of each kind runs first, uncounted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "src")]
+
+import chute  # noqa: E402
+from chute.worker import Worker  # noqa: E402
+
+
+def drain(url: str, n: int, concurrency: int, events: bool) -> float:
+    """Tasks per second for one drain of `n` no-op tasks."""
+    app = chute.App(url)
+    try:
+        noop = app.task(name="bench.noop")(lambda i: i)
+        for start in range(0, n, 1000):
+            app.send_many([noop.s(i) for i in range(start, min(n, start + 1000))])
+        w = Worker(app, concurrency=concurrency, events=events)
+        t0 = time.perf_counter()
+        w.run(until_idle=True)
+        elapsed = time.perf_counter() - t0
+        assert w.processed == n, f"processed {w.processed} of {n}"
+        return n / elapsed
+    finally:
+        app.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="broker URL (default: a fresh SQLite file per round)")
+    ap.add_argument("-n", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("-c", type=int, default=8, help="worker threads")
+    a = ap.parse_args()
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for events in (True, False):  # warm-up, not counted: imports, page cache, the CPU's clock
+            drain(a.url or f"sqlite:///{tmp}/warm-{int(events)}.db", min(a.n, 5000), a.c, events)
+        for r in range(a.rounds):
+            for events in ((True, False) if r % 2 == 0 else (False, True)):
+                url = a.url or f"sqlite:///{tmp}/r{r}-{int(events)}.db"
+                rate = drain(url, a.n, a.c, events)
+                rates[events].append(rate)
+                print(f"round {r + 1}: events {'on ' if events else 'off'} {rate:9,.0f} tasks/s", flush=True)
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    print(f"median: events on {on:,.0f} tasks/s, off {off:,.0f} tasks/s, drop {100 * (off - on) / off:+.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
