@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 import sys
 import time
@@ -122,10 +121,12 @@ def worker(app_spec: str, queues: str | None, concurrency: int, processes: int, 
 @click.option("--lease", default=10.0, show_default=True, help="Seconds a dead scheduler's lease lasts.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def scheduler(app_spec: str, lease: float, log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def scheduler(app_spec: str, lease: float, log_level: str, log_format: str) -> None:
     """Send MODULE:APP's periodic tasks; start several, exactly one is active."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    from .logs import setup
+
+    setup(log_level, "json" if log_format == "json" else "text")
     try:
         app = load_app(app_spec)
     except ChuteError as exc:

@@ -24,8 +24,10 @@ DEFAULT_PATTERNS = ("*password*", "*passwd*", "*pwd*", "*secret*", "*token*", "*
 ENV = "CHUTE_REDACT"  # comma-separated extra patterns, added to the defaults
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# `name=value`, `name: value`, `"name": "value"`; the value is only looked at (a lookahead), so a pair
+# inside another pair's value (`error: password=x`) is still found.
 _PAIR = re.compile(r"""(?P<q>["']?)(?P<name>[A-Za-z_][\w.-]*)(?P=q)(?P<sep>\s*[=:]\s*)"""
-                   r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|(?:(?:bearer|basic|token)\s+)?[^\s,;&)\]}]+)""",
+                   r"""(?=(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|(?:(?:bearer|basic|token)\s+)?[^\s,;&)\]}]+))""",
                    re.IGNORECASE)
 
 
@@ -68,14 +70,16 @@ class Redactor:
         if not text:
             return text
         text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-        return _PAIR.sub(self._pair, text)
-
-    def _pair(self, m: re.Match[str]) -> str:
-        if not self.secret(m["name"]):
-            return m[0]
-        value = m["value"]
-        quote = value[0] if value[:1] in ("'", '"') else ""
-        return f"{m['q']}{m['name']}{m['q']}{m['sep']}{quote}{MASK}{quote}"
+        out: list[str] = []
+        done = 0
+        for m in _PAIR.finditer(text):
+            if m.start() < done or not self.secret(m["name"]):
+                continue
+            value = m["value"]
+            quote = value[0] if value[:1] in ("'", '"') else ""
+            out += [text[done:m.end()], quote, MASK, quote]
+            done = m.end() + len(value)
+        return "".join(out) + text[done:] if out else text
 
 
 @functools.lru_cache(maxsize=4096)
