@@ -182,6 +182,58 @@ def _watch(ops: Ops, interval: float) -> None:
 
 
 @main.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs CHUTE_DASHBOARD_TOKEN or USER+PASSWORD.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--refresh", default=2.0, show_default=True, help="Seconds between live updates.")
+@click.option("--health-max-age", default=30.0, show_default=True,
+              help="/health is 503 when no worker sent a heartbeat within this many seconds.")
+@click.option("--redact", multiple=True, metavar="PATTERN",
+              help="Also mask arguments named like this glob (default: *password*, *token*, *secret*, *key, …).")
+@click.option("--allowed-origin", multiple=True, metavar="URL",
+              help="Also accept POSTs from this origin (the public URL of a reverse proxy that rewrites Host).")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+              help="Proxies whose X-Forwarded-For/Proto headers are trusted.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def dashboard(app_spec: str, host: str, port: int, refresh: float, health_max_age: float, redact: tuple[str, ...],
+              allowed_origin: tuple[str, ...], forwarded_allow_ips: str, log_level: str, log_format: str) -> None:
+    """Serve the web dashboard, JSON API, /metrics and /health for MODULE:APP."""
+    from .logs import setup
+
+    setup(log_level, "json" if log_format == "json" else "text")
+    try:
+        import uvicorn
+
+        from .dashboard import Credentials, create_app
+        from .dashboard.security import is_loopback
+    except ImportError as exc:
+        _fail(ChuteError(f"the dashboard needs its extra: pip install 'chute[dashboard]' ({exc})"))
+    try:
+        credentials = Credentials.from_env()
+        if not credentials.enabled and not is_loopback(host):
+            raise ChuteError(f"refusing to serve the dashboard on {host} without authentication: set "
+                             "CHUTE_DASHBOARD_TOKEN (or CHUTE_DASHBOARD_USER and CHUTE_DASHBOARD_PASSWORD), or "
+                             "listen on 127.0.0.1")
+        app = load_app(app_spec)
+    except ChuteError as exc:
+        _fail(exc)
+    web = create_app(app, credentials=credentials, allowed_origins=allowed_origin, redact=redact,
+                     health_max_age=health_max_age, refresh=refresh)
+    click.echo(f"chute dashboard · {redact_url(app.url)} · http://{host}:{port}/ · "
+               f"{'authentication on' if credentials.enabled else 'no authentication: localhost only'}", err=True)
+    config = uvicorn.Config(web, host=host, port=port, log_config=None, log_level=log_level.lower(),
+                            proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips, server_header=False,
+                            timeout_graceful_shutdown=3)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        app.close()
+
+
+@main.command()
 @app_option
 @url_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")

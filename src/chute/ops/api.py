@@ -9,6 +9,7 @@ else, so they show the same numbers. It imports no web framework. Everything it 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from .views import (
 if TYPE_CHECKING:
     from ..app import App
 
+log = logging.getLogger("chute.ops")
 STATES = tuple(s.value for s in State if s is not State.UNKNOWN)
 DLQ_SCAN = 10_000  # dead letters read at most to answer one filtered or by-id query
 ARGS_GONE = "not kept: a task's arguments live in its message, which is gone once it ran (dead letters keep theirs)"
@@ -102,7 +104,8 @@ class Ops:
         try:
             alive = self.app.broker.workers()
             self.app.broker.stats()
-        except (ChuteError, OSError):
+        except Exception as exc:  # whatever the broker raised, it did not answer: unhealthy, never a crash
+            log.warning("health check: the broker did not answer: %s", self.redactor.text(str(exc)))
             return Health(False, False, 0, None, max_heartbeat_age, ["broker unreachable"])
         newest = max((w.heartbeat_at for w in alive), default=None)
         age = None if newest is None else round(max(0.0, time.time() - newest), 1)
