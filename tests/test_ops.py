@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,14 +12,31 @@ import pytest
 import chute
 from chute.ops import Ops
 from chute.scheduler import Scheduler
+from conftest import require_service
 from helpers import wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/ops.db")
-    yield a
-    a.close()
+    if request.param != "redis":
+        a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/ops.db")
+        yield a
+        a.close()
+        return
+    require_service("Redis", "127.0.0.1", 6379)
+    import redis
+
+    prefix = f"ops-{uuid.uuid4().hex[:12]}"
+    a = chute.App(f"redis://127.0.0.1:6379/0?prefix={prefix}")
+    try:
+        yield a
+    finally:
+        a.close()
+        client = redis.Redis("127.0.0.1", 6379, db=0)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
 
 def test_overview_counts_queues_and_the_last_hours_outcomes(app: chute.App) -> None:
@@ -32,7 +50,7 @@ def test_overview_counts_queues_and_the_last_hours_outcomes(app: chute.App) -> N
     o = ops.overview()
     assert (o.succeeded_last_hour, o.failed_last_hour, o.retried_last_hour) == (3, 1, 1)
     assert o.failure_rate == 0.25 and len(o.rates) == 60 and o.rates[-1].succeeded + o.rates[-2].succeeded == 3
-    assert o.queues[0].dead == 1 and o.broker == app.url
+    assert o.queues[0].dead == 1 and o.broker == chute.brokers.redact_url(app.url)
 
 
 def test_running_tasks_are_listed_with_an_open_attempt(app: chute.App) -> None:

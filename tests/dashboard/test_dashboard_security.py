@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from chute.dashboard.server import routes
-from conftest import SECRETS, Seeded, client, dashboard
 from helpers import TESTS
+
+from .support import SECRETS, Seeded, client, dashboard
 
 TOKEN = "test-token-0123456789abcdef"
 EVIL = "https://evil.example"

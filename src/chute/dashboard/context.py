@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,23 @@ class Dashboard:
         self.refresh = refresh
         self.broker = redact_url(ops.app.url)
         self.metrics = registry(ops)
+        self._cache: dict[str, tuple[float, object]] = {}
+        self._cache_lock = threading.Lock()
         self.css = (HERE / "static" / "dashboard.css").read_text()
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(default=True, default_for_string=True))
         self.templates.filters.update(ago=ago, until=until, when=when, pretty=pretty, compact=compact, pct=pct,
                                      duration=duration)
+
+    def snapshot(self, topic: str) -> object:
+        """The overview or the workers for live streams, computed at most once per half refresh period
+        however many browsers are connected."""
+        with self._cache_lock:
+            at, value = self._cache.get(topic, (0.0, None))
+            if value is None or time.monotonic() - at >= self.refresh / 2:
+                value = self.ops.overview() if topic == "overview" else self.ops.workers()
+                self._cache[topic] = (time.monotonic(), value)
+            return value
 
     def csrf_token(self, request: Request) -> str:
         cookie = request.state.csrf_cookie if hasattr(request.state, "csrf_cookie") else \

@@ -101,7 +101,7 @@ async def stream(request: Request) -> Response:
         while time.monotonic() < ends and (limit is None or rounds < limit):
             for topic in sorted(topics):
                 try:
-                    value: object = await run_in_threadpool(d.ops.overview if topic == "overview" else d.ops.workers)
+                    value: object = await run_in_threadpool(d.snapshot, topic)
                 except ChuteError as exc:
                     value = {"error": d.ops.redactor.text(str(exc))}
                     topic = "failure"

@@ -277,7 +277,7 @@ class Worker:
         now = time.time()
         codec, app = self.app.codec, self.app
         log_each = outcomes.isEnabledFor(logging.INFO)
-        events = self.events
+        events: list[tuple[Any, ...]] | None = [] if self.events is not None else None
         durations = self._durations
         while True:
             try:
@@ -306,11 +306,14 @@ class Worker:
                 records.append(result_record(app, env, State.SUCCEEDED, value=value, now=now))
             acks.append(job.delivery)
             if events is not None:
-                events.emit("succeeded", env.id, env.name, env.queue, env.attempt, outcome.duration, "", job.received,
-                            now)
+                events.append((now, "succeeded", env.id, env.name, env.queue, env.attempt, outcome.duration, "",
+                               job.received))
             if log_each:
                 outcomes.info("task %s %s succeeded in %.1f ms", env.name, env.id, outcome.duration * 1000,
                               extra=_fields(env, outcome.duration, "succeeded", ""))
+        if events:
+            assert self.events is not None
+            self.events.extend(events)
         if acks:
             try:
                 if self._ack_with_results is not None:  # the broker keeps results: one transaction
