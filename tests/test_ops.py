@@ -130,3 +130,13 @@ def test_health_wants_the_broker_and_a_recent_heartbeat(app: chute.App) -> None:
         assert not h.healthy and not h.broker and h.reasons == ["broker unreachable"]
     finally:
         unreachable.close()
+
+
+def test_the_core_and_the_cli_import_no_web_framework() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, chute, chute.ops, chute.ops.terminal, chute.cli; "
+            "print(sorted(m for m in ('starlette', 'jinja2', 'prometheus_client', 'uvicorn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
