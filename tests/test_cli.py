@@ -127,3 +127,66 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     for expected in ("500 tasks enqueued", "retrying after attempt 1", "dead (attempt 3)", "replayed 1 message(s)",
                      "charged order 1042: 99.50 EUR", "Workers · 2 alive"):
         assert expected in text, expected
+
+
+def test_status_json_is_the_operations_api_and_dlq_list_filters(url: str) -> None:
+    app = chute.App(url)
+    try:
+        fails = app.task(name="apps.basic.always_fails", retries=2)(lambda reason: None)
+        dead = fails.delay("token=abc123 broken")
+        w = start_worker(url)
+        try:
+            wait_for(lambda: dead.status is State.DEAD, timeout=20, what="DEAD")
+        finally:
+            stop(w)
+        status = json.loads(chute_cmd(url, "status", "--json").stdout)
+        assert status["overview"]["failed_last_hour"] == 1 and status["overview"]["retried_last_hour"] == 2
+        assert status["queues"] == status["overview"]["queues"]
+        listed = json.loads(chute_cmd(url, "dlq", "list", "--json", "--task", "apps.basic.always_fails",
+                                      "--search", "broken").stdout)
+        assert [d["id"] for d in listed] == [dead.id] and "abc123" not in json.dumps(listed)
+        assert json.loads(chute_cmd(url, "dlq", "list", "--json", "--task", "other").stdout) == []
+        assert "abc123" not in chute_cmd(url, "dlq", "show", dead.id).stdout
+    finally:
+        app.close()
+
+
+def test_status_watch_refreshes_live_in_a_terminal(url: str) -> None:
+    import os
+    import pty
+    import re
+    import select
+    import signal
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "chute", "status", "--watch", "--interval", "0.2"], cwd=str(TESTS),
+                            env=env_for(url, COLUMNS="160", LINES="50", TERM="xterm"), stdin=slave, stdout=slave,
+                            stderr=slave)
+    os.close(slave)
+    seen = b""
+
+    def screen_shows(pattern: str) -> bool:
+        nonlocal seen
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(master, 65536)
+            except OSError:
+                pass
+        return re.search(pattern, seen.decode("utf-8", "replace")) is not None
+
+    app = chute.App(url)
+    try:
+        wait_for(lambda: screen_shows(r"Queues"), timeout=30, what="the first frame")
+        add = app.task(name="apps.basic.add")(lambda a, b: None)
+        for i in range(3):
+            add.delay(i, i)
+        wait_for(lambda: screen_shows(r"default\s*│\s*3\s*│"), timeout=30, what="a frame with 3 ready")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        app.close()

@@ -86,3 +86,41 @@ def test_json_logs_have_one_line_per_task_outcome(tmp_path: Path) -> None:
     states = [x["state"] for x in tasks if x["task_id"] == bad.id]
     assert states == ["retrying", "retrying", "dead"]
     assert all("nope" in x["error"] for x in tasks if x["task_id"] == bad.id)
+
+
+def test_a_long_task_is_announced_while_it_runs_and_failures_carry_their_duration(app: chute.App) -> None:
+    import threading
+
+    gate = threading.Event()
+    slow = app.task(name="slow")(lambda: gate.wait(10))
+
+    @app.task(name="bad", retries=0)
+    def bad() -> None:
+        if sum(range(20_000)):  # some work, so the attempt has a measurable duration
+            raise ZeroDivisionError("division by zero")
+
+    r, b = slow.delay(), bad.delay()
+    try:
+        with worker_thread(app):
+            wait_for(lambda: any(e.kind == "started" and e.task_id == r.id
+                                 for e in iter_events(app.broker.read_events(0, 1000))), what="started event")
+            gate.set()
+            r.get(timeout=10)
+            wait_for(lambda: b.status is chute.State.DEAD, what="dead")
+    finally:
+        gate.set()
+    events = list(iter_events(app.broker.read_events(0, 1000)))
+    (started,) = [e for e in events if e.task_id == r.id and e.kind == "started"]
+    (done,) = [e for e in events if e.task_id == r.id and e.kind == "succeeded"]
+    assert done.received <= started.at <= done.at
+    (dead,) = [e for e in events if e.task_id == b.id and e.kind == "dead"]
+    assert dead.duration > 0 and dead.error.startswith("ZeroDivisionError")
+
+
+def test_workflow_steps_are_evented_with_their_workflow(app: chute.App) -> None:
+    add = app.task(name="add")(lambda a, b: a + b)
+    flow = chute.chain(add.s(1, 2), add.s(3)).run(app)
+    with worker_thread(app):
+        assert flow.get(timeout=10) == 6
+    steps = [e for e in iter_events(app.broker.read_events(0, 1000)) if e.kind == "succeeded"]
+    assert len(steps) == 2 and {e.workflow for e in steps} == {flow.id}

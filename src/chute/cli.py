@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+import msgspec
 
 from .app import App
 from .brokers import redact_url
 from .errors import AppImportError, ChuteError
+
+if TYPE_CHECKING:
+    from .ops import Ops
 
 
 def load_app(spec: str) -> App:
@@ -120,10 +123,12 @@ def worker(app_spec: str, queues: str | None, concurrency: int, processes: int, 
               help="Seconds: slots missed by less (a takeover, clock skew) are all sent; older ones follow `missed`.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def scheduler(app_spec: str, lease: float, catch_up: float, log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def scheduler(app_spec: str, lease: float, catch_up: float, log_level: str, log_format: str) -> None:
     """Send MODULE:APP's periodic tasks; start several, exactly one is active."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s")
+    from .logs import setup
+
+    setup(log_level, "json" if log_format == "json" else "text")
     try:
         app = load_app(app_spec)
     except ChuteError as exc:
@@ -136,55 +141,114 @@ def scheduler(app_spec: str, lease: float, catch_up: float, log_level: str) -> N
     s.run()
 
 
+def _ops(app: App) -> Ops:
+    from .ops import Ops
+
+    return Ops(app)
+
+
 def status_data(app: App) -> dict[str, Any]:
-    """The numbers `chute status` shows, as plain data."""
-    now = time.time()
-    return {
-        "broker": redact_url(app.url),
-        "queues": [{"queue": s.queue, "ready": s.ready, "in_flight": s.in_flight, "delayed": s.delayed,
-                    "dead": s.dead} for s in app.broker.stats()],
-        "workers": [{"id": w.id, "hostname": w.hostname, "pid": w.pid, "queues": w.queues,
-                     "concurrency": w.concurrency, "heartbeat_age": round(now - w.heartbeat_at, 1),
-                     "processed": w.processed, "failed": w.failed, "running": len(w.running), "state": w.state}
-                    for w in app.broker.workers()],
-    }
+    """The numbers `chute status` shows, as plain data (the operations API's Status)."""
+    data: dict[str, Any] = msgspec.to_builtins(_ops(app).status())
+    return data
 
 
-def print_status(app: App) -> None:
+def print_status(app: App, ops: Ops | None = None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    data = status_data(app)
-    console = Console()
-    queues = Table(title=f"Queues · {data['broker']}", title_justify="left")
-    for col in ("queue", "ready", "in flight", "delayed", "dead"):
-        queues.add_column(col, justify="left" if col == "queue" else "right")
-    for q in data["queues"]:
-        queues.add_row(q["queue"], f"{q['ready']:,}", f"{q['in_flight']:,}", f"{q['delayed']:,}",
-                       f"[red]{q['dead']:,}[/]" if q["dead"] else "0")
-    if not data["queues"]:
-        queues.add_row("(no messages)", "", "", "", "")
-    console.print(queues)
-    workers = Table(title=f"Workers · {len(data['workers'])} alive", title_justify="left")
-    for col in ("worker", "host", "pid", "queues", "heartbeat", "processed", "failed", "running"):
-        workers.add_column(col, justify="right" if col in ("pid", "processed", "failed", "running") else "left")
-    for w in data["workers"]:
-        workers.add_row(w["id"][-12:], w["hostname"], str(w["pid"]), ",".join(w["queues"]),
-                        f"{w['heartbeat_age']:.1f} s ago", f"{w['processed']:,}", f"{w['failed']:,}",
-                        str(w["running"]))
-    console.print(workers)
+    from .ops.terminal import status_view
+
+    Console().print(status_view((ops or _ops(app)).status()))
+
+
+def _watch(ops: Ops, interval: float) -> None:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+    from rich.text import Text
+
+    from .ops.terminal import status_view
+
+    def view() -> RenderableType:
+        try:
+            return status_view(ops.status())
+        except ChuteError as exc:  # keep watching: the broker may come back
+            return Text(f"{time.strftime('%H:%M:%S')} {exc}", style="red")
+
+    try:
+        with Live(view(), console=Console(), auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)  # a display refresh period, not a wait for work
+                live.update(view(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs CHUTE_DASHBOARD_TOKEN or USER+PASSWORD.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--refresh", default=2.0, show_default=True, help="Seconds between live updates.")
+@click.option("--health-max-age", default=30.0, show_default=True,
+              help="/health is 503 when no worker sent a heartbeat within this many seconds.")
+@click.option("--redact", multiple=True, metavar="PATTERN",
+              help="Also mask arguments named like this glob (default: *password*, *token*, *secret*, *key, …).")
+@click.option("--allowed-origin", multiple=True, metavar="URL",
+              help="Also accept POSTs from this origin (the public URL of a reverse proxy that rewrites Host).")
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True,
+              help="Proxies whose X-Forwarded-For/Proto headers are trusted.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def dashboard(app_spec: str, host: str, port: int, refresh: float, health_max_age: float, redact: tuple[str, ...],
+              allowed_origin: tuple[str, ...], forwarded_allow_ips: str, log_level: str, log_format: str) -> None:
+    """Serve the web dashboard, JSON API, /metrics and /health for MODULE:APP."""
+    from .logs import setup
+
+    setup(log_level, "json" if log_format == "json" else "text")
+    try:
+        import uvicorn
+
+        from .dashboard import Credentials, create_app
+        from .dashboard.security import is_loopback
+    except ImportError as exc:
+        _fail(ChuteError(f"the dashboard needs its extra: pip install 'chute[dashboard]' ({exc})"))
+    try:
+        credentials = Credentials.from_env()
+        if not credentials.enabled and not is_loopback(host):
+            raise ChuteError(f"refusing to serve the dashboard on {host} without authentication: set "
+                             "CHUTE_DASHBOARD_TOKEN (or CHUTE_DASHBOARD_USER and CHUTE_DASHBOARD_PASSWORD), or "
+                             "listen on 127.0.0.1")
+        app = load_app(app_spec)
+    except ChuteError as exc:
+        _fail(exc)
+    web = create_app(app, credentials=credentials, allowed_origins=allowed_origin, redact=redact,
+                     health_max_age=health_max_age, refresh=refresh)
+    click.echo(f"chute dashboard · {redact_url(app.url)} · http://{host}:{port}/ · "
+               f"{'authentication on' if credentials.enabled else 'no authentication: localhost only'}", err=True)
+    config = uvicorn.Config(web, host=host, port=port, log_config=None, log_level=log_level.lower(),
+                            proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips, server_header=False,
+                            timeout_graceful_shutdown=3)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        app.close()
 
 
 @main.command()
 @app_option
 @url_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def status(app_spec: str | None, url: str | None, as_json: bool) -> None:
-    """Queues (ready, in flight, delayed, dead) and live workers."""
+@click.option("--watch", "-w", is_flag=True, help="Refresh live until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes with --watch.")
+def status(app_spec: str | None, url: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """Queues (ready, in flight, delayed, dead), the last hour's outcomes and live workers."""
     try:
         app = _open(app_spec, url)
         if as_json:
             click.echo(json.dumps(status_data(app), indent=2))
+        elif watch:
+            _watch(_ops(app), max(0.1, interval))
         else:
             print_status(app)
     except ChuteError as exc:
@@ -196,43 +260,29 @@ def dlq() -> None:
     """Inspect, replay and purge dead-lettered messages."""
 
 
-def _describe(body: bytes, app: App) -> dict[str, Any]:
-    try:
-        env = app.codec.decode(body)
-    except ChuteError as exc:
-        return {"undecodable": str(exc), "raw": body[:200].decode("utf-8", "replace")}
-    return {"task": env.name, "args": env.args, "kwargs": env.kwargs, "attempt": env.attempt,
-            "max_retries": env.max_retries}
-
-
 @dlq.command("list")
 @app_option
 @url_option
 @click.option("--queue", "-q", help="Only this queue.")
+@click.option("--task", "-t", "task_name", help="Only messages of this task.")
+@click.option("--search", "-s", help="Only messages whose id or reason contains this text.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def dlq_list(app_spec: str | None, url: str | None, queue: str | None, limit: int, as_json: bool) -> None:
-    """List dead-lettered messages, oldest first."""
+def dlq_list(app_spec: str | None, url: str | None, queue: str | None, task_name: str | None, search: str | None,
+             limit: int, as_json: bool) -> None:
+    """List dead-lettered messages, oldest first (arguments and reasons with secrets masked)."""
     try:
-        app = _open(app_spec, url)
-        dead = app.broker.dead_letters(queue, limit)
+        rows = _ops(_open(app_spec, url)).dead_letters(queue, task_name, search, limit)
     except ChuteError as exc:
         _fail(exc)
-    rows = [{"id": d.id, "queue": d.queue, "reason": d.reason, "dead_at": d.dead_at, **_describe(d.body, app)}
-            for d in dead]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(msgspec.to_builtins(rows), indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"Dead letters{' in ' + queue if queue else ''} · {len(rows)} shown", title_justify="left")
-    for col in ("id", "queue", "task", "reason", "dead since"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["id"], r["queue"], r.get("task", "?"), r["reason"][:80],
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["dead_at"])))
-    Console().print(table)
+    from .ops.terminal import dead_letter_table
+
+    Console().print(dead_letter_table(rows, queue))
 
 
 @dlq.command("show")
@@ -242,20 +292,18 @@ def dlq_list(app_spec: str | None, url: str | None, queue: str | None, limit: in
 def dlq_show(app_spec: str | None, url: str | None, message_id: str) -> None:
     """Show one dead-lettered message with its error and traceback."""
     try:
-        app = _open(app_spec, url)
-        found = [d for d in app.broker.dead_letters(None, 1_000_000) if d.id == message_id]
+        found = _ops(_open(app_spec, url)).dead_letter(message_id)
     except ChuteError as exc:
         _fail(exc)
-    if not found:
+    if found is None:
         _fail(ChuteError(f"no dead-lettered message with id {message_id!r}"))
-    d = found[0]
-    data: dict[str, Any] = {"id": d.id, "queue": d.queue, "reason": d.reason, "dead_at": d.dead_at,
-                            **_describe(d.body, app)}
-    rec = app.results.get(d.id)
-    if rec is not None and rec.error is not None:
-        data["error"] = {"type": rec.error.type, "message": rec.error.message}
-        data["traceback"] = rec.error.traceback
-    tb = data.pop("traceback", "")
+    assert found is not None
+    data: dict[str, Any] = msgspec.to_builtins(found)
+    error = data.pop("error", None)
+    tb = ""
+    if error:
+        tb = error.pop("traceback", "")
+        data["error"] = error
     click.echo(json.dumps(data, indent=2))
     if tb:
         click.echo("\n" + tb.rstrip())
@@ -277,7 +325,7 @@ def dlq_replay(app_spec: str | None, url: str | None, ids: tuple[str, ...], queu
     """Send dead-lettered messages back to their queues for one more attempt."""
     targets = _targets(ids, all_, queue, "replay")
     try:
-        n = _open(app_spec, url).broker.replay(queue, targets)
+        n = _ops(_open(app_spec, url)).replay(targets, queue, all_).count
     except ChuteError as exc:
         _fail(exc)
     click.echo(f"replayed {n} message(s)")
@@ -298,7 +346,7 @@ def dlq_purge(app_spec: str | None, url: str | None, ids: tuple[str, ...], queue
         what = f"{len(ids)} message(s)" if ids else f"every dead letter{' in ' + queue if queue else ''}"
         click.confirm(f"Delete {what} for good?", abort=True)
     try:
-        n = _open(app_spec, url).broker.purge_dead(queue, targets)
+        n = _ops(_open(app_spec, url)).purge(targets, queue, all_).count
     except ChuteError as exc:
         _fail(exc)
     click.echo(f"purged {n} message(s)")

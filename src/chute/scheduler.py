@@ -12,9 +12,12 @@ policy (downtime).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +104,7 @@ class Scheduler:
     """Sends an App's periodic tasks while it holds the scheduler lease."""
 
     LOCK = "chute.scheduler"
+    ACTIVE = "chute.scheduler:active"  # meta: the leader's self-description, for `chute status` and the dashboard
 
     def __init__(self, app: App, *, lease: float = 10.0, clock: Callable[[], float] = time.time,
                  catch_up: float = 300.0) -> None:
@@ -111,6 +115,7 @@ class Scheduler:
         self.id = new_id()
         self.leading = False
         self.sent = 0
+        self.since = 0.0
         self._stop = threading.Event()
         self._next: dict[str, float] = {}
 
@@ -138,6 +143,7 @@ class Scheduler:
             if self.leading:
                 try:
                     self.app.results.release_lease(self.LOCK, self.id)
+                    self._describe(stopped=True)
                 except ChuteError:
                     pass
 
@@ -149,10 +155,21 @@ class Scheduler:
             leading = False
         if leading and not self.leading:
             log.info("scheduler %s is now active", self.id)
+            self.since = time.time()
             self._next = {name: self._first_slot(p) for name, p in self.app.schedules.items()}
         elif self.leading and not leading:
             log.warning("scheduler %s lost the lease; standing by", self.id)
         self.leading = leading
+        if leading:
+            try:
+                self._describe()
+            except ChuteError as exc:
+                log.warning("could not describe the active scheduler: %s", exc)
+
+    def _describe(self, stopped: bool = False) -> None:
+        self.app.results.set_meta(self.ACTIVE, json.dumps({
+            "id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(), "since": self.since,
+            "renewed_at": 0.0 if stopped else time.time(), "lease": self.lease}))
 
     def _first_slot(self, p: Periodic) -> float:
         """Where to resume: after the last slot sent, with missed slots skipped or run once."""

@@ -261,6 +261,19 @@ def advance(app: App, link: WorkflowLink) -> None:
     _send(app, d, ready, values)
 
 
+def overall_state(cancelled: bool, steps: Sequence[State]) -> State:
+    """A workflow's state from its steps' states."""
+    if cancelled:
+        return State.CANCELLED
+    if any(x in (State.FAILED, State.DEAD) for x in steps):
+        return State.FAILED
+    if all(x is State.SUCCEEDED for x in steps):
+        return State.SUCCEEDED
+    if any(x in (State.STARTED, State.SUCCEEDED, State.RETRYING) for x in steps):
+        return State.STARTED
+    return State.QUEUED
+
+
 class Workflow:
     """A handle on a started workflow: its state, each step's state, its result; cancel it."""
 
@@ -282,16 +295,7 @@ class Workflow:
     @property
     def status(self) -> State:
         d = self.definition()
-        states = {s.name: self.app.result(s.task_id).status for s in d.steps}
-        if d.cancelled:
-            return State.CANCELLED
-        if any(x in (State.FAILED, State.DEAD) for x in states.values()):
-            return State.FAILED
-        if all(x is State.SUCCEEDED for x in states.values()):
-            return State.SUCCEEDED
-        if any(x in (State.STARTED, State.SUCCEEDED, State.RETRYING) for x in states.values()):
-            return State.STARTED
-        return State.QUEUED
+        return overall_state(d.cancelled, [self.app.result(s.task_id).status for s in d.steps])
 
     def step_result(self, name: str, timeout: float | None = None) -> Any:
         by_name = {s.name: s for s in self.definition().steps}

@@ -304,7 +304,7 @@ class Worker:
         now = time.time()
         codec, app = self.app.codec, self.app
         log_each = outcomes.isEnabledFor(logging.INFO)
-        events = self.events
+        events: list[tuple[Any, ...]] | None = [] if self.events is not None else None
         speeds = self._speeds
         while True:
             try:
@@ -332,11 +332,14 @@ class Worker:
                 records.append(result_record(app, env, State.SUCCEEDED, value=value, now=now))
             acks.append(job.delivery)
             if events is not None:
-                events.emit("succeeded", env.id, env.name, env.queue, env.attempt, outcome.duration, "", job.received,
-                            now)
+                events.append((now, "succeeded", env.id, env.name, env.queue, env.attempt, outcome.duration, "",
+                               job.received))
             if log_each:
                 outcomes.info("task %s %s succeeded in %.1f ms", env.name, env.id, outcome.duration * 1000,
                               extra=_fields(env, outcome.duration, "succeeded", ""))
+        if events:
+            assert self.events is not None
+            self.events.extend(events)
         if acks:
             try:
                 if self._ack_with_results is not None:  # the broker keeps results: one transaction
@@ -370,6 +373,10 @@ class Worker:
         except ChuteError as exc:
             log.error("could not advance workflow %s after step %s: %s; the step will run again",
                       env.workflow.id, env.workflow.step, exc)
+            return
+        self._outcome_event("succeeded", job, outcome.duration, None)
+        outcomes.info("task %s %s succeeded in %.1f ms", env.name, env.id, outcome.duration * 1000,
+                      extra=_fields(env, outcome.duration, "succeeded", ""))
 
     def _settle_failure(self, outcome: Outcome) -> None:
         job, exc = outcome.job, outcome.error
@@ -382,7 +389,7 @@ class Worker:
                 return
             if isinstance(exc, TaskCancelled) or (job.cancelled and isinstance(exc, asyncio.CancelledError)):
                 self._fail_final(job, TaskCancelled(f"{env.name} was cancelled while running"), outcome.traceback,
-                                 State.CANCELLED, ack=True)
+                                 State.CANCELLED, ack=True, duration=outcome.duration)
                 return
             delay = retry_delay(job, exc)
             if delay is not None:
@@ -397,7 +404,7 @@ class Worker:
                                  extra=_fields(env, outcome.duration, "retrying", f"{type(exc).__name__}: {exc}"))
                 return
             state = State.DEAD if job.task.options.dead_letter else State.FAILED
-            self._fail_final(job, exc, outcome.traceback, state, ack=state is State.FAILED)
+            self._fail_final(job, exc, outcome.traceback, state, ack=state is State.FAILED, duration=outcome.duration)
         except ChuteError as err:
             self._outage.error("could not settle failed task %s: %s; it will be redelivered", env.id, err)
 
@@ -405,13 +412,15 @@ class Worker:
         env = job.envelope
         error = "" if exc is None else f"{type(exc).__name__}: {exc}"
         if self.events is not None:
-            self.events.emit(kind, env.id, env.name, env.queue, env.attempt, duration, error, job.received)
+            self.events.emit(kind, env.id, env.name, env.queue, env.attempt, duration, error, job.received,
+                             workflow=env.workflow.id if env.workflow is not None else "")
 
     def _fail_final(self, job: Job, exc: BaseException, tb: str, state: State, *, ack: bool,
-                    reason: str | None = None) -> None:
+                    reason: str | None = None, duration: float = 0.0) -> None:
         env = job.envelope
         info = error_info(exc, tb)
-        self._outcome_event({State.DEAD: "dead", State.CANCELLED: "cancelled"}.get(state, "failed"), job, 0.0, exc)
+        self._outcome_event({State.DEAD: "dead", State.CANCELLED: "cancelled"}.get(state, "failed"), job, duration,
+                            exc)
         self.results.store([result_record(self.app, env, state, error=info)])
         if ack:
             self.broker.ack([job.delivery])
@@ -419,7 +428,7 @@ class Worker:
             self.broker.dead_letter(job.delivery, reason or f"{info.type}: {info.message}")
         outcomes.error("task %s %s %s after %d attempt(s): %s: %s", env.name, env.id,
                        "dead-lettered" if state is State.DEAD else str(state), env.attempt + 1, info.type, info.message,
-                       extra=_fields(env, 0.0, str(state), f"{info.type}: {info.message}"))
+                       extra=_fields(env, duration, str(state), f"{info.type}: {info.message}"))
 
     def _reject(self, r: Reject) -> None:
         env = r.envelope
@@ -490,12 +499,31 @@ class Worker:
     def _flush_events(self) -> None:
         if self.events is None:
             return
+        self._announce_waiting()
         batch = self.events.drain()
         if batch is not None:
             try:
                 self.broker.record_events(batch, EVENT_RETENTION)
             except ChuteError as exc:  # events are droppable; tasks are not
                 self._outage.error("dropped a batch of events: %s", exc)
+
+    def _announce_waiting(self) -> None:
+        """`received`/`started` events for tasks still waiting or running at a flush (once each), so
+        long tasks show up live while a fast one costs only its outcome event."""
+        assert self.events is not None
+        now, mono = time.time(), time.monotonic()
+        for job in list(self._held.copy().values()):
+            if not isinstance(job, Job) or not job.received:
+                continue
+            told = job.extra.get("announced")
+            kind = "started" if job.started else "received"
+            if told == kind or told == "started":
+                continue
+            env = job.envelope
+            at = now - (mono - job.started) if job.started else job.received
+            self.events.emit(kind, env.id, env.name, env.queue, env.attempt, 0.0, "", job.received, at,
+                             env.workflow.id if env.workflow is not None else "")
+            job.extra["announced"] = kind
 
     def _publish_info(self) -> None:
         if self.events is not None:
