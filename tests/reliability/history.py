@@ -101,15 +101,15 @@ def kill_while_running(spawn: Callable[[], subprocess.Popen[bytes]], expected: s
     return History(expected, read_ledger(ledger)), killed
 
 
-def orphan_delays(ledger: Path, killed: dict[int, float]) -> list[float]:
-    """For each run a kill cut short (started in a killed process, finished by none), the seconds
-    from the kill to the task's next start elsewhere."""
+def orphan_delays(ledger: Path, killed: dict[int, float]) -> dict[int, list[float]]:
+    """For each killed process (by pid), the runs it had started and not finished: for each, the
+    seconds from the kill to that task's next start elsewhere (inf if it never started again)."""
     with sqlite_db(ledger) as c:
         starts = list(c.execute("SELECT task_id, pid, at FROM starts ORDER BY at"))
         finished = {(t, p) for t, p in c.execute("SELECT task_id, pid FROM effects")}
-    delays = []
+    delays: dict[int, list[float]] = {pid: [] for pid in killed}
     for task_id, pid, _ in starts:
         if pid in killed and (task_id, pid) not in finished:
             again = [at for t, p, at in starts if t == task_id and p != pid and at >= killed[pid]]
-            delays.append(min(again) - killed[pid] if again else float("inf"))
+            delays[pid].append(min(again) - killed[pid] if again else float("inf"))
     return delays

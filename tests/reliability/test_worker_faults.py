@@ -49,15 +49,22 @@ def test_worker_sigkill_chaos_loses_nothing(url: str, ledger: Path, tmp_path: Pa
     assert h.lost == set() and h.unexpected == set()
     extra_runs = sum(k - 1 for k in h.duplicated.values())
     assert extra_runs <= kills * prefetch, (extra_runs, kills)
-    delays = orphan_delays(ledger, killed)  # each run a kill cut short started again within its lease
-    assert delays and max(delays) < 2.0 + 1.0, sorted(delays)[-5:]
+    # Runs a kill cut short start again when their lease (2 s) ends. Mid-chaos a redelivered message may
+    # be claimed by a worker that is killed in turn before starting it (workers live ~0.8 s here), which
+    # costs it another lease; the runs cut short by the last kill, after which nobody dies, show the
+    # bound alone.
+    by_kill = orphan_delays(ledger, killed)
+    delays = sorted(d for ds in by_kill.values() for d in ds)
+    last = by_kill[max(killed, key=killed.__getitem__)]
+    assert delays and delays[len(delays) // 2] < 2.0 + 0.5, delays
+    assert all(d < 2.0 + 1.0 for d in last), last
     if url.startswith("sqlite"):
         assert integrity(sqlite_path(url)) == "ok"
     s = app.broker.stats(["default"])[0]
     assert (s.ready, s.in_flight, s.delayed, s.dead) == (0, 0, 0, 0)
     print(f"{kills} kills, {len(h.duplicated)} tasks ran twice ({extra_runs} extra runs); {len(delays)} runs cut "
-          f"short, started again {sorted(delays)[len(delays) // 2]:.2f} s (median), {max(delays):.2f} s (max) "
-          "after the kill (lease 2 s)")
+          f"short, started again {delays[len(delays) // 2]:.2f} s (median), {delays[-1]:.2f} s (max) after the kill; "
+          f"after the last kill {max(last, default=0):.2f} s (lease 2 s)")
 
 
 PRODUCER = """
