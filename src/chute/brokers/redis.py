@@ -21,7 +21,6 @@ Redis when idle; ack with results 1 per batch; extend 1 per heartbeat; `wait()` 
 from __future__ import annotations
 
 import functools
-import math
 import os
 import socket
 import time
@@ -35,15 +34,16 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
 
-from ..errors import BrokerError, BrokerUnavailable, InvalidURL, QueueFull
+from ..errors import BrokerError, BrokerUnavailable, InvalidURL
 from ..results import ResultRecord
 from ..states import State
-from ..topics import group_queue, matches
+from ..topics import group_queue
 from . import redact_url
 from . import redis_scripts as lua
 from .base import DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
 from .redis_fast import FastCalls
-from .redis_scripts import BANDS, NKEYS
+from .redis_plan import band, due_ms, fan_out, is_lone_enqueue, ms, publish_call, publish_reply
+from .redis_scripts import BANDS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,13 +73,8 @@ def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
     return call
 
 
-def _due_ms(at: float) -> int:
-    """A due time in whole milliseconds, rounded up: never deliver before the ETA."""
-    return math.ceil(at * 1000)
 
 
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
 
 
 class RedisBroker:
@@ -171,62 +166,23 @@ class RedisBroker:
     def publish(self, messages: Sequence[Outgoing]) -> list[str]:
         if not messages:
             return []
-        m = messages[0]
-        if len(messages) == 1 and m.queue in self._known and m.idempotency_key is None and m.eta is None \
-                and m.topic is None and m.max_length is None:  # the one-by-one fast path: XADD + QUEUED mark
-            stream, record = self._qkeys(m.queue)[_band(m.priority)], self._rkey(m.id)
+        if is_lone_enqueue(self, messages):  # the one-by-one fast path: XADD + QUEUED mark
+            m = messages[0]
+            stream, record = self._qkeys(m.queue)[band(m.priority)], self._rkey(m.id)
             if self._fast.call("EVALSHA", self._enqueue.sha, 2, stream, record, m.id, m.body, m.queue) is None:
                 self._enqueue([stream, record], [m.id, m.body, m.queue])  # the general path: retries, reloads
             return [m.id]
-        plan: list[int | str] = list(range(len(messages)))  # per message: its reply's index, or an event's id
+        plan: list[int | str] = list(range(len(messages)))
         if any(m.topic is not None for m in messages):
-            messages, plan, unrouted = self._route(messages)
+            subs = cast(list[bytes], self._r.hkeys(f"{self.prefix}:subs"))
+            messages, plan, unrouted = fan_out(messages, subs)
             for topic in unrouted:  # counted, not an error
                 self._r.hincrby(f"{self.prefix}:meta", f"chute.unrouted:{topic}", 1)
             if not messages:
                 return [str(x) for x in plan]
         self._remember({m.queue for m in messages})
-        order = list(dict.fromkeys(m.queue for m in messages))
-        keys = [k for q in order for k in self._qkeys(q)]
-        base = {q: NKEYS * n for n, q in enumerate(order)}
-        limits = {m.queue: (m.max_length, m.on_full) for m in messages if m.max_length is not None}
-        args: list[Any] = [len(order)]
-        for q in order:
-            limit, on_full = limits.get(q, (None, "reject"))
-            args += [base[q], -1 if limit is None else limit, on_full, q]
-        for m in messages:
-            key = 0
-            if m.idempotency_key is not None:
-                keys.append(f"{self.prefix}:{{{m.queue}}}:key:{m.idempotency_key}")
-                key = len(keys)
-            keys.append(self._rkey(m.id))
-            args += [base[m.queue], m.id, m.body, _band(m.priority), 0 if m.eta is None else _due_ms(m.eta),
-                     key, _ms(m.idempotency_window), len(keys)]
-        keys.append(f"{self.prefix}:meta")
-        got = self._publish(keys, args)
-        if got and got[0] == b"full":
-            queue = order[int(got[1]) // NKEYS]
-            raise QueueFull(f"queue {queue!r} is full: {int(got[2])} waiting, limit {int(got[3])} "
-                            f"(on_full={limits[queue][1]!r}); nothing was enqueued")
-        return [got[x].decode() if isinstance(x, int) else x for x in plan]
-
-    def _route(self, messages: Sequence[Outgoing]) -> tuple[list[Outgoing], list[int | str], list[str]]:
-        """Expand events into one copy per subscribed group (`<id>:<group>`); list the unrouted topics."""
-        subs = [f.decode().split("\n", 1) for f in cast(list[bytes], self._r.hkeys(f"{self.prefix}:subs"))]
-        out: list[Outgoing] = []
-        plan: list[int | str] = []
-        unrouted: list[str] = []
-        for m in messages:
-            if m.topic is None:
-                plan.append(len(out))
-                out.append(m)
-                continue
-            plan.append(m.id)
-            targets = sorted({g for g, p in subs if matches(p, m.topic)})
-            if not targets:
-                unrouted.append(m.topic)
-            out += [msgspec.structs.replace(m, id=f"{m.id}:{g}", queue=group_queue(g), topic=None) for g in targets]
-        return out, plan, unrouted
+        call = publish_call(self, messages)
+        return publish_reply(self._publish(call.keys, call.args), call, plan)
 
     @_guarded
     def declare_group(self, group: str, patterns: Sequence[str]) -> None:
@@ -247,7 +203,7 @@ class RedisBroker:
         keys = [k for q in queues for k in self._qkeys(q)]
         while True:
             token = os.urandom(8).hex()
-            now, next_due, got, last = self._fetch(keys, [GROUP, self._consumer(), limit, _ms(lease), token])
+            now, next_due, got, last = self._fetch(keys, [GROUP, self._consumer(), limit, ms(lease), token])
             if got:
                 return [Delivery(queues[q], mid.decode(), body, token, int(n), tag.decode())
                         for q, tag, mid, body, n in got]
@@ -258,7 +214,7 @@ class RedisBroker:
             if next_due >= 0:
                 block = min(block, max(0.0, (next_due - now) / 1000))
             streams = {k: i for k, i in zip((k for q in queues for k in self._qkeys(q)[:BANDS]), last, strict=True)}
-            self._r.xread(cast(Any, streams), count=1, block=_ms(block))  # sleeps in Redis until a publish or `block`
+            self._r.xread(cast(Any, streams), count=1, block=ms(block))  # sleeps in Redis until a publish or `block`
 
     def _per_queue(self, deliveries: Sequence[Delivery]) -> dict[str, list[int]]:
         groups: dict[str, list[int]] = {}
@@ -287,7 +243,7 @@ class RedisBroker:
     @_guarded
     def nack(self, delivery: Delivery, body: bytes, retry_at: float) -> bool:
         d = delivery
-        return bool(self._nack(self._qkeys(d.queue), [GROUP, str(d.tag), d.claim, d.id, body, _due_ms(retry_at)]))
+        return bool(self._nack(self._qkeys(d.queue), [GROUP, str(d.tag), d.claim, d.id, body, due_ms(retry_at)]))
 
     @_guarded
     def release(self, deliveries: Sequence[Delivery]) -> int:
@@ -315,7 +271,7 @@ class RedisBroker:
 
         def build(pipe: Any) -> None:
             for queue, idx in groups.items():
-                args: list[Any] = [GROUP, _ms(lease)]
+                args: list[Any] = [GROUP, ms(lease)]
                 for i in idx:
                     args += [str(deliveries[i].tag), deliveries[i].claim]
                 self._call(pipe, self._extend, self._qkeys(queue), args)
@@ -478,7 +434,7 @@ class RedisBroker:
             remaining = BLOCK_CHUNK if deadline is None else deadline - time.monotonic()
             pipe = self._r.pipeline(transaction=False)  # register first, then read: a later store wakes us
             pipe.sadd(f"{key}:waiters", mine)
-            pipe.pexpire(f"{key}:waiters", _ms(BLOCK_CHUNK + 1))
+            pipe.pexpire(f"{key}:waiters", ms(BLOCK_CHUNK + 1))
             pipe.hmget(key, ["r", "s", "q"])
             rec = _record(task_id, pipe.execute()[2])
             if (rec is not None and rec.state.finished) or remaining <= 0:
@@ -494,7 +450,7 @@ class RedisBroker:
     def cancel(self, task_id: str, ttl: float) -> State:
         now = time.time()
         rec = ResultRecord(task_id, State.CANCELLED, updated_at=now, expires_at=now + ttl)
-        got = self._cancel([self._rkey(task_id)], [_encode_record(rec), _ms(ttl)])
+        got = self._cancel([self._rkey(task_id)], [_encode_record(rec), ms(ttl)])
         return State(got.decode())
 
     @_guarded
@@ -506,7 +462,7 @@ class RedisBroker:
 
     @_guarded
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
-        return bool(self._acquire([f"{self.prefix}:lease:{name}"], [owner, _ms(ttl)]))
+        return bool(self._acquire([f"{self.prefix}:lease:{name}"], [owner, ms(ttl)]))
 
     @_guarded
     def release_lease(self, name: str, owner: str) -> None:
@@ -526,7 +482,7 @@ class RedisBroker:
         k = f"{self.prefix}:join:{key}"
         pipe = self._r.pipeline(transaction=True)
         pipe.sadd(k, member)
-        pipe.pexpire(k, _ms(ttl))
+        pipe.pexpire(k, ms(ttl))
         pipe.scard(k)
         return int(pipe.execute()[2])
 
@@ -539,7 +495,7 @@ class RedisBroker:
         k = f"{self.prefix}:starts:{{{task_id}}}:{attempt}"
         pipe = self._r.pipeline(transaction=True)
         pipe.incr(k)
-        pipe.pexpire(k, _ms(ttl))
+        pipe.pexpire(k, ms(ttl))
         return int(pipe.execute()[0])
 
 
@@ -556,8 +512,6 @@ def _record(task_id: str, fields: list[Any]) -> ResultRecord | None:
     return rec
 
 
-def _band(priority: int) -> int:
-    return min(BANDS - 1, max(0, int(priority)))
 
 
 def _expiry(r: ResultRecord) -> int:

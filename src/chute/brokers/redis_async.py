@@ -21,18 +21,16 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import msgspec
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from ..errors import BrokerError, BrokerUnavailable, QueueFull
+from ..errors import BrokerError, BrokerUnavailable
 from ..results import ResultRecord
-from ..topics import group_queue, matches
 from . import redis_scripts as lua
 from .base import Outgoing
-from .redis_scripts import NKEYS
+from .redis_plan import band, fan_out, is_lone_enqueue, publish_call, publish_reply
 
 if TYPE_CHECKING:
     from .redis import RedisBroker
@@ -100,19 +98,17 @@ class AsyncRedis:
             raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
 
     async def _publish(self, c: _LoopClient, messages: Sequence[Outgoing]) -> list[str]:
-        from .redis import _band, _due_ms, _ms
-
         b = self._broker
         if not messages:
             return []
-        m = messages[0]
-        if len(messages) == 1 and m.queue in b._known and m.idempotency_key is None and m.eta is None \
-                and m.topic is None and m.max_length is None:  # the one-by-one fast path, as in publish()
-            await c.enqueue([b._qkeys(m.queue)[_band(m.priority)], b._rkey(m.id)], [m.id, m.body, m.queue])
+        if is_lone_enqueue(b, messages):  # the one-by-one fast path, as in RedisBroker.publish
+            m = messages[0]
+            await c.enqueue([b._qkeys(m.queue)[band(m.priority)], b._rkey(m.id)], [m.id, m.body, m.queue])
             return [m.id]
         plan: list[int | str] = list(range(len(messages)))
         if any(m.topic is not None for m in messages):
-            messages, plan, unrouted = await self._route(c, messages)
+            subs = cast(list[bytes], await c.redis.hkeys(f"{b.prefix}:subs"))
+            messages, plan, unrouted = fan_out(messages, subs)
             for topic in unrouted:
                 await c.redis.hincrby(f"{b.prefix}:meta", f"chute.unrouted:{topic}", 1)
             if not messages:
@@ -121,48 +117,8 @@ class AsyncRedis:
         if new:
             await c.redis.sadd(f"{b.prefix}:queues", *sorted(new))
             b._known |= new
-        order = list(dict.fromkeys(m.queue for m in messages))
-        keys = [k for q in order for k in b._qkeys(q)]
-        base = {q: NKEYS * n for n, q in enumerate(order)}
-        limits = {m.queue: (m.max_length, m.on_full) for m in messages if m.max_length is not None}
-        args: list[Any] = [len(order)]
-        for q in order:
-            limit, on_full = limits.get(q, (None, "reject"))
-            args += [base[q], -1 if limit is None else limit, on_full, q]
-        for m in messages:
-            key = 0
-            if m.idempotency_key is not None:
-                keys.append(f"{b.prefix}:{{{m.queue}}}:key:{m.idempotency_key}")
-                key = len(keys)
-            keys.append(b._rkey(m.id))
-            args += [base[m.queue], m.id, m.body, _band(m.priority), 0 if m.eta is None else _due_ms(m.eta),
-                     key, _ms(m.idempotency_window), len(keys)]
-        keys.append(f"{b.prefix}:meta")
-        got = await c.publish(keys, args)
-        if got and got[0] == b"full":
-            queue = order[int(got[1]) // NKEYS]
-            raise QueueFull(f"queue {queue!r} is full: {int(got[2])} waiting, limit {int(got[3])} "
-                            f"(on_full={limits[queue][1]!r}); nothing was enqueued")
-        return [got[x].decode() if isinstance(x, int) else x for x in plan]
-
-    async def _route(self, c: _LoopClient, messages: Sequence[Outgoing]
-                     ) -> tuple[list[Outgoing], list[int | str], list[str]]:
-        raw = cast(list[bytes], await c.redis.hkeys(f"{self._broker.prefix}:subs"))
-        subs = [f.decode().split("\n", 1) for f in raw]
-        out: list[Outgoing] = []
-        plan: list[int | str] = []
-        unrouted: list[str] = []
-        for m in messages:
-            if m.topic is None:
-                plan.append(len(out))
-                out.append(m)
-                continue
-            plan.append(m.id)
-            targets = sorted({g for g, p in subs if matches(p, m.topic)})
-            if not targets:
-                unrouted.append(m.topic)
-            out += [msgspec.structs.replace(m, id=f"{m.id}:{g}", queue=group_queue(g), topic=None) for g in targets]
-        return out, plan, unrouted
+        call = publish_call(b, messages)
+        return publish_reply(await c.publish(call.keys, call.args), call, plan)
 
     # -- results -------------------------------------------------------------------------------
     async def get(self, task_id: str) -> ResultRecord | None:
@@ -186,7 +142,8 @@ class AsyncRedis:
             raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
 
     async def _wait(self, c: _LoopClient, task_id: str, timeout: float | None) -> ResultRecord | None:
-        from .redis import BLOCK_CHUNK, _decode_record, _ms, _record
+        from .redis import BLOCK_CHUNK, _decode_record, _record
+        from .redis_plan import ms as _ms
 
         deadline = None if timeout is None else time.monotonic() + timeout
         key = self._broker._rkey(task_id)
