@@ -207,14 +207,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
+def start_redis(port: int, folder: Path, *extra: str, password: str | None = None) -> subprocess.Popen[bytes]:
     server = shutil.which("redis-server")
     if server is None:
         pytest.skip("redis-server is not installed")
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
                              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                             "--daemonize", "no", "--logfile", str(folder / "redis.log")])
-    client = redis.Redis("127.0.0.1", port)
+                             "--daemonize", "no", "--logfile", str(folder / "redis.log"), *extra])
+    client = redis.Redis("127.0.0.1", port, password=password)
 
     def up() -> bool:
         try:
@@ -270,3 +270,32 @@ def test_redis_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> Non
         errors = [line for line in lines if " ERROR " in line]
         assert len(errors) <= outage + 2, f"{len(errors)} error lines in a {outage:.1f} s outage: {errors}"
         assert any("reachable again" in line for line in lines), lines
+
+
+def test_a_password_and_a_database_number_on_the_lean_path_too(tmp_path: Path) -> None:
+    """delay()'s own sockets authenticate and select the URL's database as redis-py does; a server
+    that dropped them (restarted) costs a fallback, not an error; a wrong password is a clear error."""
+    port = free_port()
+    server = start_redis(port, tmp_path, "--requirepass", "s3cret-pw", password="s3cret-pw")
+    url = f"redis://:s3cret-pw@127.0.0.1:{port}/3"
+    app = producer(url)
+    try:
+        ids = [app.send_task("apps.basic.add", [i, i]).id for i in range(5)]
+        client = redis.Redis("127.0.0.1", port, password="s3cret-pw", db=3)
+        assert sum(client.xlen(k) for k in client.scan_iter(match="chute:{default}:p*")) == 5
+        assert app.broker._fast._idle, "the lean path was not used"  # type: ignore[attr-defined]
+        client.client_kill_filter(_type="normal", skipme=True)  # drop every other connection, ours included
+        ids.append(app.send_task("apps.basic.add", [9, 9]).id)  # a dropped idle socket: the general path
+        assert sum(client.xlen(k) for k in client.scan_iter(match="chute:{default}:p*")) == 6
+        assert all(app.result(i).status is State.QUEUED for i in ids)
+        client.close()
+        wrong = producer(f"redis://:wrong@127.0.0.1:{port}/3")
+        with pytest.raises(chute.BrokerError, match="refused the credentials") as refused:
+            wrong.send_task("apps.basic.add", [1, 1])
+        assert not isinstance(refused.value, chute.BrokerUnavailable) and "wrong" not in str(refused.value)
+        assert "wrong" not in repr(wrong) and "***" in repr(wrong)
+        wrong.close()
+    finally:
+        app.close()
+        server.terminate()
+        server.wait(10)

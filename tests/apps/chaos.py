@@ -32,7 +32,7 @@ def create_ledger(conn: sqlite3.Connection) -> None:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("CREATE TABLE IF NOT EXISTS effects (task_id TEXT, attempt INTEGER, pid INTEGER, at REAL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS starts (task_id TEXT, pid INTEGER, at REAL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS starts (task_id TEXT, pid INTEGER, at REAL, deliveries INTEGER)")
             return
         except sqlite3.OperationalError:
             if attempt == 99:
@@ -50,13 +50,22 @@ def record() -> None:
 def record_start() -> None:
     job = chute.current_job()
     assert job is not None
-    ledger().execute("INSERT INTO starts VALUES (?, ?, ?)", (job.envelope.id, os.getpid(), time.time()))
+    ledger().execute("INSERT INTO starts VALUES (?, ?, ?, ?)",
+                     (job.envelope.id, os.getpid(), time.time(), job.delivery.deliveries))
 
 
 @app.task
 def work(ms: float) -> None:
     record_start()  # so a checker can see which runs a kill cut short, and when they ran again
     time.sleep(ms / 1000)
+    record()
+
+
+@app.task
+def long_work(seconds: float) -> None:
+    """Runs far longer than the lease: the worker's heartbeat must keep extending it."""
+    record_start()
+    time.sleep(seconds)
     record()
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import chute
 from chute import State
-from helpers import env_for, start_worker, stop, wait_for
+from helpers import env_for, sqlite_db, start_worker, stop, wait_for
 from reliability.history import (
     integrity,
     kill_while_running,
@@ -102,7 +102,7 @@ def test_poison_task_that_kills_its_process_is_dead_lettered_after_three(url: st
     poison = app.task(name="apps.chaos.kills_its_worker")(lambda: None)
     work = app.task(name="apps.chaos.work")(lambda ms: None)
     bad = poison.delay()
-    good = {r.id for r in app.send_many([work.s(1) for _ in range(300)])}
+    good = {r.id for r in app.send_many([work.s(1) for _ in range(scale(300, 1000))])}
     sup = start_worker(url, "apps.chaos:app", "-p", "2", "-c", "4", "--prefetch", "8",
                        CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="1")
     try:
@@ -214,3 +214,23 @@ def test_every_group_sees_every_event_through_consumer_kills(url: str, ledger: P
     extra_runs = sum(k - 1 for k in h.duplicated.values())
     assert extra_runs <= kills * prefetch, (extra_runs, kills)
     print(f"{n} events x 3 groups, {kills} kills: 0 lost, {extra_runs} extra runs")
+
+
+def test_tasks_six_times_longer_than_the_lease_run_once(url: str, ledger: Path) -> None:
+    """R2: a 1 s lease, tasks of 6 s on two workers: the heartbeat extends each lease, so no task is
+    handed to anyone else (Celery's fixed visibility timeout runs such tasks twice, celery/celery#5935)."""
+    app = chute.App(url)
+    long_work = app.task(name="apps.chaos.long_work")(lambda seconds: None)
+    ids = {r.id for r in app.send_many([long_work.s(6.0) for _ in range(8)])}
+    workers = [start_worker(url, "apps.chaos:app", "-c", "4", CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="1")
+               for _ in range(2)]
+    try:
+        wait_for(lambda: set(read_ledger(ledger)) >= ids, timeout=60, what="every long task")
+    finally:
+        for w in workers:
+            stop(w)
+    with sqlite_db(ledger) as c:
+        starts = list(c.execute("SELECT task_id, deliveries FROM starts"))
+    assert sorted(t for t, _ in starts) == sorted(ids)  # each started once
+    assert {d for _, d in starts} == {1}  # and was delivered once
+    assert all(n == 1 for n in read_ledger(ledger).values())

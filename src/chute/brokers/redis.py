@@ -62,6 +62,10 @@ def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return fn(*args, **kwargs)
+        except redis.AuthenticationError as exc:  # a ConnectionError to redis-py, but no outage
+            url = getattr(args[0], "url", "redis")
+            raise BrokerError(f"Redis at {url} refused the credentials ({exc}); check the URL's user and "
+                              "password") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             url = getattr(args[0], "url", "redis")
             raise BrokerUnavailable(f"Redis at {url} is unreachable ({exc}); nothing was done, "
@@ -95,7 +99,7 @@ class RedisBroker:
             s(lua.STARTED), s(lua.STORE), s(lua.CANCEL), s(lua.CANCELLED))
         self._acquire, self._release_lease, self._take = s(lua.ACQUIRE), s(lua.RELEASE_LEASE), s(lua.TAKE)
         self._scripts = [v for v in vars(self).values() if isinstance(v, Script)]
-        self._fast = FastCalls(client.connection_pool)
+        self._fast = FastCalls(client.connection_pool, self.url)
         self._qkeys_cache: dict[str, list[str]] = {}
         self._dsn = url  # with its password: the asyncio side opens its own connections
         self._aio: Any = None  # redis_async.AsyncRedis, made on first use

@@ -91,6 +91,9 @@ class AsyncRedis:
     async def publish(self, messages: Sequence[Outgoing]) -> list[str]:
         try:
             return await self._publish(await self._client(), messages)
+        except redis.AuthenticationError as exc:
+            raise BrokerError(f"Redis at {self._broker.url} refused the credentials ({exc}); check the URL's user and "
+                              "password") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc}); nothing was done, "
                                     "try again when it is back") from None
@@ -127,6 +130,9 @@ class AsyncRedis:
         try:
             c = await self._client()
             return _record(task_id, await c.redis.hmget(self._broker._rkey(task_id), ["r", "s", "q"]))
+        except redis.AuthenticationError as exc:
+            raise BrokerError(f"Redis at {self._broker.url} refused the credentials ({exc}); check the URL's user and "
+                              "password") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc})") from None
         except redis.RedisError as exc:
@@ -136,6 +142,9 @@ class AsyncRedis:
         """Sleep in Redis (BLPOP on a wake-up list of our own) until the task finishes or `timeout`."""
         try:
             return await self._wait(await self._client(), task_id, timeout)
+        except redis.AuthenticationError as exc:
+            raise BrokerError(f"Redis at {self._broker.url} refused the credentials ({exc}); check the URL's user and "
+                              "password") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc})") from None
         except redis.RedisError as exc:
