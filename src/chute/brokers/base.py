@@ -81,6 +81,9 @@ class WorkerInfo(msgspec.Struct, omit_defaults=True):
     failed: int = 0
     running: list[str] = msgspec.field(default_factory=list)  # task ids
     state: str = "online"  # online, stopping
+    # messages its broker connection holds per queue, for brokers that cannot count them server-side
+    # (RabbitMQ fills it in with each heartbeat)
+    in_flight: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 @runtime_checkable
