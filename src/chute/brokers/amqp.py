@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -228,6 +229,8 @@ class AMQPBroker:
         if self._consumer is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._consumer = Consumer(self._params, lambda ch, q: self._declare_queue(ch, q, force=True), self.url)
+            # at interpreter exit too: a worker's last acks are still in the I/O thread's outbox
+            self._closer = weakref.finalize(self, self._consumer.close)
         return self._consumer
 
     # -- topology (docs/brokers/rabbitmq.md) ---------------------------------------------------
@@ -767,7 +770,7 @@ class AMQPBroker:
 
     def close(self) -> None:
         if self._consumer is not None and self._pid == os.getpid():
-            self._consumer.close()
+            self._closer()
         self._consumer = None
         self._pool.close()
         if self._owns_store and self._store is not None:

@@ -26,6 +26,10 @@ import pika.exceptions
 from ..errors import BrokerUnavailable
 
 log = logging.getLogger("chute.amqp")
+if logging.getLogger("pika").level == logging.NOTSET:
+    # pika logs every failed reconnect with a traceback; chute reports them itself (once, masked,
+    # as BrokerUnavailable), so pika speaks only if the application asked it to
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPConnectionError, OSError)
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 REQUEST_TIMEOUT = 5.0  # seconds any call waits for the server before BrokerUnavailable
