@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +43,7 @@ H_ETA, H_TOPIC, H_REASON, H_DEAD_AT, H_QUEUE = "x-chute-eta", "x-chute-topic", "
     "x-chute-queue"
 QUEUES_KEY, DELAYED_KEY = "chute.amqp.queues", "chute.amqp.delayed"  # registries in the result store's meta
 PERSISTENT = 2
+STARTED_DELAY = 0.02  # seconds a STARTED record may wait to share a transaction with outcomes
 
 
 def dead_queue(queue: str) -> str:
@@ -144,6 +146,7 @@ class AMQPBroker:
         self._owns_store = False
         self._bookkeeping: Broker | None = None
         self._my_workers: set[str] = set()
+        self._recorder: StartedRecorder | None = None
 
     @classmethod
     def from_url(cls, url: str) -> AMQPBroker:
@@ -184,7 +187,8 @@ class AMQPBroker:
         App should use it: its `started` records STARTED, since RabbitMQ holds the messages."""
         if store is not None:
             self._set_store(store, owned=False)
-        return StartedRecorder(self._results, lambda: self._store)  # opened on first use, not before
+        self._recorder = StartedRecorder(self._results, lambda: self._store)  # opened on first use, not before
+        return self._recorder
 
     def _set_store(self, store: ResultBackend, owned: bool) -> None:
         if self._owns_store and self._store is not None and self._store is not store:
@@ -229,8 +233,7 @@ class AMQPBroker:
         if self._consumer is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._consumer = Consumer(self._params, lambda ch, q: self._declare_queue(ch, q, force=True), self.url)
-            # at interpreter exit too: a worker's last acks are still in the I/O thread's outbox
-            self._closer = weakref.finalize(self, self._consumer.close)
+            self._closer = weakref.finalize(self, self._consumer.close)  # at interpreter exit too
         return self._consumer
 
     # -- topology (docs/brokers/rabbitmq.md) ---------------------------------------------------
@@ -462,27 +465,28 @@ class AMQPBroker:
     @_guarded
     def fetch(self, queues: Sequence[str], limit: int, lease: float, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
+        if self._recorder is not None:
+            self._recorder.flush(older_than=STARTED_DELAY)
         c = self._consuming()
-        with c.cond:
-            wants = c.wants(queues, limit)
-        if wants:
-            c.request("consume", queues, limit)
-        got = self._take(c, queues, limit, lease)
-        if got:
-            return got
-        c.request("sync", queues)
-        while True:
+        with c.io:
+            if c.wants(queues, limit):
+                c.consume(queues, limit)
+            c.pump(0)  # whatever arrived while the caller was busy
+            if timeout <= 0:  # what it returns must be all there is: let what the server owes us arrive
+                if c.may_owe(queues, limit):
+                    c.sync(queues)
+                return self._take(c, queues, limit, lease)
             got = self._take(c, queues, limit, lease)
             if got:
                 return got
-            with c.cond:
-                while not any(c.buffer.get(q) for q in queues):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return []
-                    if c.down is not None:
-                        raise BrokerUnavailable(f"RabbitMQ at {self.url}: {c.down}")
-                    c.cond.wait(left)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                c.pump(left)
+                got = self._take(c, queues, limit, lease)
+                if got:
+                    return got
 
     def _take(self, c: Consumer, queues: Sequence[str], limit: int, lease: float) -> list[Delivery]:
         """Hand out up to `limit` buffered messages, highest priority first, under a new claim."""
@@ -503,6 +507,8 @@ class AMQPBroker:
                 eta = headers.get(H_ETA)
                 if isinstance(eta, int) and eta / 1000 > wall + 0.002:  # beyond one pass of the delay chain
                     early.append(m)
+                    c.held[m.tag] = Held(m, "", now)  # still ours until its copy is confirmed
+                    c.held[m.tag].settling = True
                     continue
                 c.held[m.tag] = Held(m, claim, now + lease)
                 mid = self._id_of(m)
@@ -535,30 +541,32 @@ class AMQPBroker:
         with self._link() as link:
             self._prepare(link, outs)
         self._send([self._frame(o, now) for o in outs])
-        with c.cond:
-            c.send([(True, m.tag) for m in messages])
-        c.wake()
+        with c.io:
+            with c.cond:
+                for m in messages:
+                    c.held.pop(m.tag, None)
+            c.settle([(True, m.tag) for m in messages])
 
     def _settle(self, deliveries: Sequence[Delivery], ack: bool) -> int:
         c = self._consumer
         if c is None or not deliveries:
             return 0
-        n = 0
-        with c.cond:
-            for d in deliveries:
-                h = c.held.get(d.tag)
-                if h is None or h.claim != d.claim:
-                    continue
-                del c.held[d.tag]
-                c.send([(ack, h.msg.tag)])
-                if ack:
-                    self._seen.pop(d.id, None)
-                else:  # released: not counted as a delivery
-                    self._seen[d.id] = max(0, self._seen.get(d.id, 1) - 1)
-                n += 1
-        if n:
-            c.wake()
-        return n
+        tags: list[tuple[bool, Any]] = []
+        with c.io:  # taken out of `held` and settled in one go: a multiple ack must not cover a requeue
+            with c.cond:
+                for d in deliveries:
+                    h = c.held.get(d.tag)
+                    if h is None or h.claim != d.claim:
+                        continue
+                    del c.held[d.tag]
+                    tags.append((ack, h.msg.tag))
+                    if ack:
+                        self._seen.pop(d.id, None)
+                    else:  # released: not counted as a delivery
+                        self._seen[d.id] = max(0, self._seen.get(d.id, 1) - 1)
+            if tags:
+                c.settle(tags)
+        return len(tags)
 
     @_guarded
     def ack(self, deliveries: Sequence[Delivery]) -> int:
@@ -573,6 +581,7 @@ class AMQPBroker:
         c = self._consumer
         if c is None:
             return [False] * len(deliveries)
+        c.service()
         due = time.monotonic() + lease
         kept: list[bool] = []
         with c.cond:
@@ -603,12 +612,14 @@ class AMQPBroker:
             with c.cond:
                 h.settling = False
             raise
-        with c.cond:
-            if c.held.get(delivery.tag) is h:
-                del c.held[delivery.tag]
-                c.send([(True, h.msg.tag)])
-            self._seen.pop(delivery.id, None)
-        c.wake()
+        with c.io:
+            with c.cond:
+                mine = c.held.get(delivery.tag) is h
+                if mine:
+                    del c.held[delivery.tag]
+                self._seen.pop(delivery.id, None)
+            if mine:
+                c.settle([(True, h.msg.tag)])
         return True
 
     @_guarded
@@ -753,6 +764,10 @@ class AMQPBroker:
 
     # -- workers and events: kept in the result store -------------------------------------------
     def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        if self._consumer is not None and self._pid == os.getpid():
+            self._consumer.service()  # AMQP heartbeats and lease expiry, even while the consumer thread waits
+        if self._recorder is not None:
+            self._recorder.flush()
         self._my_workers.add(worker.id)
         self._books().heartbeat(msgspec.structs.replace(worker, in_flight=self.local_in_flight()), ttl)
 
@@ -778,14 +793,21 @@ class AMQPBroker:
 
 
 class StartedRecorder:
-    """The App's result store as the RabbitMQ broker hands it back: `started` also records STARTED.
+    """The App's result store as the RabbitMQ broker hands it back: it also records STARTED.
 
     A SQLite or memory store derives STARTED from the messages it holds itself; these are held by
-    RabbitMQ, so the record must be written (Redis's `started` writes it already, never over an outcome).
+    RabbitMQ, so the record must be written (Redis's `started` writes it already, never over an
+    outcome). To cost no transaction of its own, a STARTED record waits to be written with the next
+    batch of outcomes (one transaction), or by the next fetch once it is 20 ms old, or at the next
+    worker heartbeat; a task that finishes within that time is never marked STARTED on disk. Writes
+    go through one lock, so a STARTED record can never land after its task's outcome.
     """
 
     def __init__(self, store: Callable[[], ResultBackend], opened: Callable[[], ResultBackend | None]) -> None:
         self._store, self._opened = store, opened
+        self._pending: dict[str, ResultRecord] = {}
+        self._since = 0.0  # monotonic time the oldest waiting mark was made
+        self._lock = threading.Lock()
 
     @property
     def inner(self) -> ResultBackend:
@@ -795,14 +817,42 @@ class StartedRecorder:
         store = self.inner
         cancelled = store.started(records)
         if type(store).__name__ != "RedisBroker":
-            store.store([r for r in records if r.task_id not in cancelled])
+            with self._lock:
+                if not self._pending:
+                    self._since = time.monotonic()
+                self._pending.update((r.task_id, r) for r in records if r.task_id not in cancelled)
         return cancelled
 
     def store(self, records: Sequence[ResultRecord]) -> None:
-        self.inner.store(records)
+        with self._lock:
+            for r in records:
+                self._pending.pop(r.task_id, None)
+            marks = list(self._pending.values())
+            self._pending.clear()
+            try:
+                self.inner.store([*marks, *records])  # outcomes last: they win over any mark of theirs
+            except BaseException:
+                for r in marks:
+                    self._pending.setdefault(r.task_id, r)
+                raise
+
+    def flush(self, older_than: float = 0.0) -> None:
+        """Write waiting STARTED records, if the oldest waited `older_than` seconds (the broker calls it
+        as each fetch begins, and with each worker heartbeat)."""
+        if not self._pending or time.monotonic() - self._since < older_than:
+            return
+        with self._lock:
+            marks = list(self._pending.values())
+            self._pending.clear()
+            if marks:
+                self.inner.store(marks)
 
     def get(self, task_id: str) -> ResultRecord | None:
-        return self.inner.get(task_id)
+        rec = self.inner.get(task_id)
+        mark = self._pending.get(task_id)
+        if mark is not None and (rec is None or not rec.state.finished):
+            return mark
+        return rec
 
     def wait(self, task_id: str, timeout: float | None) -> ResultRecord | None:
         return self.inner.wait(task_id, timeout)

@@ -1,12 +1,13 @@
 """How the RabbitMQ broker talks AMQP from many threads: a pool of publishing connections and one
-consuming connection owned by an I/O thread.
+consuming connection used under a lock.
 
 pika's BlockingConnection is not thread-safe. Producers publish from any thread, so each publish
 takes a connection of its own from a small pool (returned afterwards; idle ones are dropped before
-the server's heartbeat timeout could close them). The worker fetches from its consumer thread and
-extends leases from its heartbeat thread, so the consuming connection belongs to one I/O thread:
-it receives deliveries into a local buffer (never more than basic.qos), sends acks and requeues
-handed to it, expires leases and keeps the AMQP heartbeats serviced however busy the tasks are.
+the server's heartbeat timeout could close them). The worker fetches and acks from its consumer
+thread and extends leases from its heartbeat thread: the consuming connection is used by one
+thread at a time (in practice the consumer thread, which so reads its own deliveries without a
+hand-off between threads), leases live apart under their own lock, and the heartbeat thread
+answers AMQP heartbeats whenever the connection is idle.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ if logging.getLogger("pika").level == logging.NOTSET:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPConnectionError, OSError)
 AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
-REQUEST_TIMEOUT = 5.0  # seconds any call waits for the server before BrokerUnavailable
+WINDOWS = 2  # basic.qos = 2 x a fetch's limit: the worker holds one window, the next is on its way
+REQUEST_TIMEOUT = 5.0  # seconds a publish waits for its confirms before BrokerUnavailable
 MAX_BACKOFF = 5.0  # seconds between reconnection attempts, at most
 
 
@@ -190,154 +192,211 @@ class Held:
         self.msg, self.claim, self.deadline, self.settling = msg, claim, deadline, False
 
 
-class _Request:
-    __slots__ = ("kind", "queues", "limit", "done", "error")
-
-    def __init__(self, kind: str, queues: Sequence[str], limit: int) -> None:
-        self.kind, self.queues, self.limit = kind, list(queues), limit
-        self.done = False
-        self.error: BaseException | None = None
-
-
 class Consumer:
-    """The consuming connection and its I/O thread. Every other thread only touches the buffers and
-    leases (under `cond`) and hands work to the thread: acks and requeues, consume and sync requests.
+    """The consuming connection: used by one thread at a time under `io` (the worker's consumer
+    thread, as it fetches and acks), while leases and buffers are kept under `cond` so the
+    heartbeat thread can extend leases without waiting for it.
 
-    `declare(channel, queue)` declares a work queue and its neighbours before consuming from it;
-    `consumer_args` are the basic.consume arguments.
+    Whoever holds `io` also receives deliveries into the buffer, expires leases and answers AMQP
+    heartbeats; `service()` lets another thread do that when the connection is idle (a worker
+    whose prefetch is full of long tasks fetches nothing, but heartbeats every 2 s).
+    `declare(channel, queue)` declares a work queue and its neighbours before consuming from it.
     """
 
     def __init__(self, params: pika.URLParameters, declare: Callable[[Any, str], None], url: str) -> None:
         self._params, self._declare, self._url = params, declare, url
-        self.cond = threading.Condition()
+        self.io = threading.RLock()
+        self.cond = threading.Condition(threading.Lock())
         self.buffer: dict[str, collections.deque[Message]] = {}
         self.held: dict[object, Held] = {}  # keyed by Delivery.tag: (generation, delivery tag)
-        self._outbox: list[tuple[bool, Any]] = []  # (ack, Delivery.tag): ack, or requeue
-        self._requests: collections.deque[_Request] = collections.deque()
         self._wanted: dict[str, None] = {}  # queues to consume, in order of first request
         self._tags: dict[str, str] = {}  # consumer tag -> queue, on the current channel
         self.qos = 0
         self.gen = 0  # connection generation: delivery tags of an older one are stale
-        self.down: str | None = None  # why the connection is down, or None while up
+        self.down: str | None = None  # why the connection is down, or None
         self._seq = itertools.count()
         self._conn: Any = None
         self._ch: Any = None
-        self._closing = False
+        self._retry_at = 0.0
         self._backoff = 0.1
-        self._connected = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chute-amqp-io", daemon=True)
-        self._thread.start()
 
-    # -- called from any thread ------------------------------------------------------------------
-    def wake(self) -> None:
-        conn = self._conn
-        if conn is not None:
-            try:
-                conn.add_callback_threadsafe(_noop)
-            except AMQP_ERRORS:
-                pass  # closing or closed: the I/O thread notices by itself
-
-    def send(self, tags: list[tuple[bool, Any]]) -> None:
-        """Queue acks (True) or requeues (False) for the I/O thread; call with `cond` held."""
-        self._outbox.extend(tags)
-
-    def request(self, kind: str, queues: Sequence[str], limit: int = 0) -> None:
-        """Ask the I/O thread to consume from `queues` ("consume") or to make sure every delivery the
-        server has sent for them is in the buffer ("sync"); wait for it to be done."""
-        req = _Request(kind, queues, limit)
-        with self.cond:
-            if self.down is not None and not self._connected.is_set() and self._backoff > 0.1:
-                raise BrokerUnavailable(f"RabbitMQ at {self._url} is unreachable ({self.down}); retrying in "
-                                        "the background")
-            self._requests.append(req)
-        self.wake()
-        deadline = time.monotonic() + REQUEST_TIMEOUT
-        with self.cond:
-            while not req.done:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BrokerUnavailable(f"RabbitMQ at {self._url} did not answer within {REQUEST_TIMEOUT:g} s")
-                self.cond.wait(left)
-        if req.error is not None:
-            raise req.error
+    # -- with `io` held ---------------------------------------------------------------------------
+    def consume(self, queues: Sequence[str], limit: int) -> None:
+        """Connect if need be, and consume from `queues` with a prefetch of at least `limit`."""
+        self._ensure()
+        try:
+            if limit > self.qos // WINDOWS:  # basic.qos applies to consumers started after it: restart ours
+                self.qos = limit * WINDOWS
+                self._ch.basic_qos(prefetch_count=self.qos)
+                for tag in list(self._tags):
+                    self._ch.basic_cancel(tag)
+                    del self._tags[tag]
+            for q in queues:
+                self._wanted.setdefault(q, None)
+            running = set(self._tags.values())
+            for q in list(self._wanted):
+                if q not in running:
+                    self._consume(q)
+        except AMQP_ERRORS as exc:
+            raise self._lost(exc) from None
 
     def wants(self, queues: Sequence[str], limit: int) -> bool:
-        """True if consuming from `queues` needs a request (a new queue, or a larger prefetch)."""
-        return limit > self.qos or any(q not in self._wanted for q in queues) or self.down is not None
+        return self._conn is None or limit > self.qos // WINDOWS or any(q not in self._wanted for q in queues)
+
+    def may_owe(self, queues: Sequence[str], limit: int) -> bool:
+        """True if the server may still be sending us messages of these queues that a fetch of `limit`
+        would want: fewer than `limit` are buffered, and some queue's consumer is below its prefetch
+        (at basic.qos unacked messages, RabbitMQ sends nothing more)."""
+        with self.cond:
+            if sum(len(self.buffer.get(q, ())) for q in queues) >= limit:
+                return False
+            held: dict[str, int] = {}
+            for h in self.held.values():
+                held[h.msg.queue] = held.get(h.msg.queue, 0) + 1
+            return any(held.get(q, 0) + len(self.buffer.get(q, ())) < self.qos for q in queues)
+
+    def sync(self, queues: Sequence[str]) -> None:
+        """Make every delivery the server owes us for these queues arrive in the buffer.
+
+        A passive declare is answered by the queue process after it has handled everything sent to it
+        before (our acks and requeues, publishes confirmed to anyone), and whatever it delivered to us
+        meanwhile is already in our channel's mailbox; a basic.qos behind it is answered by the channel
+        only after passing those deliveries on. So after both, the buffer is complete.
+        """
+        self._ensure()
+        try:
+            self._flush_expired()
+            for q in queues:
+                if q in self._wanted:
+                    self._ch.queue_declare(q, passive=True)
+            self._ch.basic_qos(prefetch_count=max(self.qos, 1))
+            self._conn.process_data_events(0)  # dispatch what arrived meanwhile
+        except AMQP_ERRORS as exc:
+            raise self._lost(exc) from None
+
+    def pump(self, timeout: float) -> None:
+        """Receive for up to `timeout` seconds (returning early once something arrived)."""
+        self._ensure()
+        try:
+            self._flush_expired()
+            due = self._next_expiry()
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - time.monotonic()))
+            self._conn.process_data_events(time_limit=timeout)
+            self._flush_expired()
+        except AMQP_ERRORS as exc:
+            raise self._lost(exc) from None
+
+    def settle(self, tags: Sequence[tuple[bool, Any]]) -> None:
+        """Send acks (True) or requeues (False) for delivery tags (already removed from `held`);
+        stale ones are skipped. Acks that cover every outstanding lower tag go as one multiple ack."""
+        if self._conn is None:
+            return
+        acks = sorted(tag for ack, (gen, tag) in tags if ack and gen == self.gen)
+        requeues = [tag for ack, (gen, tag) in tags if not ack and gen == self.gen]
+        try:
+            impl = self._ch._impl
+            if acks:
+                with self.cond:  # what else the server still counts as delivered to us
+                    others = [h.msg.tag[1] for h in self.held.values() if h.msg.tag[0] == self.gen]
+                    others += [m.tag[1] for buf in self.buffer.values() for m in buf]
+                lowest_other = min(others, default=None)
+                run = [t for t in acks if lowest_other is None or t < lowest_other]
+                if run:  # one frame (one send) for the whole run
+                    impl.basic_ack(run[-1], multiple=True)
+                for tag in acks[len(run):]:
+                    impl.basic_ack(tag)
+            for tag in requeues:
+                impl.basic_nack(tag, requeue=True)
+            self._conn.process_data_events(0)  # flush them now: the caller may exit right after
+        except AMQP_ERRORS as exc:
+            raise self._lost(exc) from None
+
+    # -- from any thread ----------------------------------------------------------------------------
+    def service(self) -> None:
+        """Answer heartbeats and expire leases, if no other thread is using the connection."""
+        if not self.io.acquire(blocking=False):
+            return  # its user is doing this already
+        try:
+            if self._conn is not None:
+                try:
+                    self._flush_expired()
+                    self._conn.process_data_events(0)
+                except AMQP_ERRORS as exc:
+                    self._lost(exc)
+        finally:
+            self.io.release()
 
     def close(self) -> None:
-        with self.cond:
-            self._closing = True
-            self.cond.notify_all()
-        self.wake()
-        self._thread.join(timeout=REQUEST_TIMEOUT + 1)
+        with self.io:
+            conn, self._conn, self._ch = self._conn, None, None
+            if conn is not None:
+                try:
+                    conn.close()
+                except AMQP_ERRORS:
+                    pass
 
-    # -- the I/O thread --------------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                if self._closing and not self._outbox:
-                    break
-            if self._conn is None:
-                if self._closing:
-                    break
-                self._connect()
-                continue
-            try:
-                self._conn.process_data_events(time_limit=self._tick())
-                self._work()
-            except AMQP_ERRORS as exc:
-                self._lost(exc)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except AMQP_ERRORS:
-                pass
-
-    def _connect(self) -> None:
+    # -- internals (with `io` held) -----------------------------------------------------------------
+    def _ensure(self) -> None:
+        if self._conn is not None:
+            return
+        if time.monotonic() < self._retry_at:
+            raise BrokerUnavailable(f"RabbitMQ at {self._url} is unreachable ({self.down}); retrying in "
+                                    f"{self._retry_at - time.monotonic():.1f} s")
+        conn = None
         try:
             conn = pika.BlockingConnection(self._params)
-        except AMQP_ERRORS as exc:
-            self._failed(exc)
-            return
-        try:
-            ch = conn.channel()
-            with self.cond:
-                wanted, qos = list(self._wanted), self.qos
-            ch.basic_qos(prefetch_count=max(qos, 1))
-            self._conn, self._ch = conn, ch
-            for q in wanted:
+            self._conn, self._ch = conn, conn.channel()
+            self._ch.basic_qos(prefetch_count=max(self.qos, 1))
+            for q in list(self._wanted):
                 self._consume(q)
         except AMQP_ERRORS as exc:
-            self._conn = None
-            try:
-                conn.close()
-            except AMQP_ERRORS:
-                pass
-            self._failed(exc)
-            return
-        with self.cond:
-            if self.down is not None and self.gen:
-                log.warning("reconnected to RabbitMQ at %s", self._url)
-            self.down = None
-            self._backoff = 0.1
-            self._connected.set()
-            self.cond.notify_all()
-
-    def _failed(self, exc: BaseException) -> None:
-        """A connection attempt failed: fail waiting requests, then back off (exponentially, capped)."""
-        with self.cond:
+            self._conn = self._ch = None
+            if conn is not None:
+                try:
+                    conn.close()
+                except AMQP_ERRORS:
+                    pass
             self.down = _describe(exc)
-            self._connected.clear()
-            self._fail_requests(BrokerUnavailable(f"RabbitMQ at {self._url} is unreachable ({self.down})"))
-            pause = self._backoff
+            self._retry_at = time.monotonic() + self._backoff  # reconnect with exponential backoff
             self._backoff = min(self._backoff * 2, MAX_BACKOFF)
-            deadline = time.monotonic() + pause
-            while not self._closing and time.monotonic() < deadline:
-                self.cond.wait(deadline - time.monotonic())
+            raise BrokerUnavailable(f"RabbitMQ at {self._url} is unreachable ({self.down})") from None
+        if self.down is not None:
+            log.warning("reconnected to RabbitMQ at %s", self._url)
+        self.down, self._backoff = None, 0.1
 
-    def _lost(self, exc: BaseException) -> None:
+    def _consume(self, queue: str) -> None:
+        try:
+            self._declare(self._ch, queue)
+        except pika.exceptions.ChannelClosedByBroker:
+            self._wanted.pop(queue, None)  # e.g. declared elsewhere with other arguments: do not retry it
+            raise
+        tag = self._ch.basic_consume(queue, self._on_message)
+        self._tags[tag] = queue
+
+    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
+        queue = self._tags.get(method.consumer_tag)
+        if queue is None:
+            return
+        msg = Message(next(self._seq), queue, (self.gen, method.delivery_tag), props, body, bool(method.redelivered))
+        with self.cond:
+            self.buffer.setdefault(queue, collections.deque()).append(msg)
+
+    def _next_expiry(self) -> float | None:
+        with self.cond:
+            return min((h.deadline for h in self.held.values() if not h.settling), default=None)
+
+    def _flush_expired(self) -> None:
+        """A lease ran out: requeue the message for anyone; its claim is void."""
+        now = time.monotonic()
+        with self.cond:
+            expired = [key for key, h in self.held.items() if h.deadline <= now and not h.settling]
+            for key in expired:
+                del self.held[key]
+        if expired:
+            self.settle([(False, key) for key in expired])
+
+    def _lost(self, exc: BaseException) -> BrokerUnavailable:
         """The connection or channel broke: the server requeues everything it had delivered to us, so
         every claim of this generation is void."""
         conn, self._conn, self._ch = self._conn, None, None
@@ -350,113 +409,11 @@ class Consumer:
             self.gen += 1
             self.held.clear()
             self.buffer.clear()
-            self._outbox.clear()
-            self._tags.clear()
-            self.down = _describe(exc)
-            self._connected.clear()
-            self._fail_requests(BrokerUnavailable(f"lost the connection to RabbitMQ at {self._url} ({self.down}); "
-                                                  "messages it had delivered go back to their queues"))
-            self.cond.notify_all()
-        if not self._closing:
-            log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self._url, self.down)
-
-    def _fail_requests(self, error: BaseException) -> None:
-        while self._requests:
-            req = self._requests.popleft()
-            req.error, req.done = error, True
-        self.cond.notify_all()
-
-    def _tick(self) -> float:
-        with self.cond:
-            if self._outbox or self._requests or self._closing:
-                return 0.0
-            due = min((h.deadline for h in self.held.values() if not h.settling), default=None)
-        wait = 0.5 if due is None else due - time.monotonic()
-        return max(0.0, min(wait, 0.5))
-
-    def _work(self) -> None:
-        now = time.monotonic()
-        with self.cond:
-            for key, h in list(self.held.items()):  # a lease ran out: back to the queue for anyone
-                if h.deadline <= now and not h.settling:
-                    del self.held[key]
-                    self._outbox.append((False, key))
-            outbox, self._outbox = self._outbox, []
-            requests = list(self._requests)
-            self._requests.clear()
-            gen = self.gen
-        ch = self._ch
-        for ack, (g, tag) in outbox:  # before any request: a sync must see its requeues come back
-            if g != gen:
-                continue
-            if ack:
-                ch._impl.basic_ack(tag)
-            else:
-                ch._impl.basic_nack(tag, requeue=True)
-        for req in requests:
-            try:
-                if req.kind == "consume":
-                    self._serve_consume(req)
-                else:
-                    self._serve_sync(req)
-            except pika.exceptions.ChannelClosedByBroker as exc:  # e.g. a queue declared with other arguments
-                req.error = _channel_error(exc)
-                with self.cond:
-                    req.done = True
-                    self.cond.notify_all()
-                raise
-            with self.cond:
-                req.done = True
-                self.cond.notify_all()
-        if outbox:
-            self._conn.process_data_events(0)  # flush the acks
-
-    def _serve_consume(self, req: _Request) -> None:
-        ch = self._ch
-        if req.limit > self.qos:  # basic.qos applies to consumers started after it: restart ours
-            self.qos = req.limit
-            ch.basic_qos(prefetch_count=self.qos)
-            for tag in list(self._tags):
-                ch.basic_cancel(tag)
-                del self._tags[tag]
-        with self.cond:
-            for q in req.queues:
-                self._wanted.setdefault(q, None)
-            wanted = list(self._wanted)
-        running = set(self._tags.values())
-        for q in wanted:
-            if q not in running:
-                self._consume(q)
-        self._serve_sync(req)
-
-    def _consume(self, queue: str) -> None:
-        self._declare(self._ch, queue)
-        tag = self._ch.basic_consume(queue, self._on_message)
-        self._tags[tag] = queue
-
-    def _serve_sync(self, req: _Request) -> None:
-        """Make every delivery the server owes us for these queues arrive before we answer.
-
-        A passive declare is answered by the queue process after it has handled everything sent to it
-        before (our acks, requeues; publishes confirmed to anyone), and whatever it delivered to us in
-        the meantime is already in our channel's mailbox; a basic.qos behind it is answered by the
-        channel only after it has passed those deliveries on. So after both, the buffer is complete.
-        """
-        for q in req.queues:
-            if q in self._wanted:
-                self._ch.queue_declare(q, passive=True)
-        self._ch.basic_qos(prefetch_count=max(self.qos, 1))
-        self._conn.process_data_events(0)  # dispatch what arrived meanwhile into the buffer
-
-    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
-        queue = self._tags.get(method.consumer_tag)
-        if queue is None:
-            return
-        with self.cond:
-            msg = Message(next(self._seq), queue, (self.gen, method.delivery_tag), props, body,
-                          bool(method.redelivered))
-            self.buffer.setdefault(queue, collections.deque()).append(msg)
-            self.cond.notify_all()
+        self._tags.clear()
+        self.down = _describe(exc)
+        log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self._url, self.down)
+        return BrokerUnavailable(f"lost the connection to RabbitMQ at {self._url} ({self.down}); the messages it "
+                                 "had delivered go back to their queues")
 
 
 def _describe(exc: BaseException) -> str:
@@ -464,7 +421,3 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) < 200 else text[:200] + "…"
 
 
-def _channel_error(exc: pika.exceptions.ChannelClosedByBroker) -> BaseException:
-    from ..errors import BrokerError
-
-    return BrokerError(f"RabbitMQ refused: {exc.reply_code} {exc.reply_text}")
