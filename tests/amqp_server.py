@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+import chute
 from conftest import require_service, services_required
 
 HOST, PORT = "127.0.0.1", 5672
@@ -67,6 +69,17 @@ def vhost() -> Iterator[str]:
         yield name
     finally:
         delete_vhost(name)
+
+
+@contextmanager
+def app(tmp_path: Path, **options: Any) -> Iterator[chute.App]:
+    """A chute App on RabbitMQ in a vhost of its own, its results in a SQLite file under `tmp_path`."""
+    with vhost() as name:
+        a = chute.App(url(name), results=f"sqlite:///{tmp_path}/amqp-results.db", **options)
+        try:
+            yield a
+        finally:
+            a.close()
 
 
 _session: list[str] = []

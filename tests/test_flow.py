@@ -12,8 +12,14 @@ import chute
 from helpers import start_worker, stop, wait_for
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "amqp"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
+    if request.param == "amqp":
+        import amqp_server
+
+        with amqp_server.app(tmp_path) as amqp_app:
+            yield amqp_app
+        return
     a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/f.db")
     yield a
     a.close()

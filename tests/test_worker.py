@@ -19,8 +19,14 @@ from chute.worker import Worker
 from helpers import wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "amqp"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
+    if request.param == "amqp":
+        import amqp_server
+
+        with amqp_server.app(tmp_path, lease=2) as a:
+            yield a
+        return
     url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/w.db"
     a = chute.App(url, lease=2)
     yield a

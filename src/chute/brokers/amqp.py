@@ -430,14 +430,14 @@ class AMQPBroker:
             time.sleep(0.005)
 
     def _check_room(self, link: Link, queue: str, limit: int, adding: int) -> None:
-        waiting = self._ready(link, queue) + self._delayed(link, queue)
+        waiting = self._waiting(link, queue)
         if waiting + adding > limit:
             raise QueueFull(f"queue {queue!r} is full: {waiting} waiting, limit {limit} (on_full='reject'); "
                             "nothing was enqueued")
 
     def _drop_oldest(self, link: Link, queue: str, limit: int) -> None:
         ch = link.admin()
-        excess = self._ready(link, queue) + self._delayed(link, queue) - limit
+        excess = self._waiting(link, queue) - limit
         dropped = 0
         while dropped < excess:
             method, _, _ = ch.basic_get(queue, auto_ack=True)  # the head: the oldest of the highest priority
@@ -446,6 +446,10 @@ class AMQPBroker:
             dropped += 1
         if dropped:
             self._count(f"chute.dropped:{queue}", dropped)
+
+    def _waiting(self, link: Link, queue: str) -> int:
+        """Ready (on the server or prefetched by a consumer) plus delayed."""
+        return self._ready(link, queue) + self._held_counts()[1].get(queue, 0) + self._delayed(link, queue)
 
     def _count(self, key: str, n: int) -> None:
         store = self._results()
@@ -664,38 +668,47 @@ class AMQPBroker:
 
     @_guarded
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts per queue; without `queues`, every known queue that holds anything (as SQLite lists)."""
+        c = self._consumer
+        if c is not None and self._pid == os.getpid():
+            c.service()  # leases that ran out go back first
         names = sorted(set(queues)) if queues is not None else self._queues()
-        held = self._in_flight()
+        held, prefetched = self._held_counts()
         out = []
         with self._link() as link:
             for q in names:
-                out.append(QueueStats(q, self._ready(link, q), held.get(q, 0), self._delayed(link, q),
-                                      self._count_of(link, dead_queue(q)) or 0))
+                s = QueueStats(q, self._ready(link, q) + prefetched.get(q, 0), held.get(q, 0), self._delayed(link, q),
+                               self._count_of(link, dead_queue(q)) or 0)
+                if queues is not None or s.ready or s.in_flight or s.delayed or s.dead:
+                    out.append(s)
         return out
 
-    def local_in_flight(self) -> dict[str, int]:
-        """Messages this process holds per queue: handed out under a lease, or prefetched."""
+    def local_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Messages this process holds per queue: handed out under a lease, and prefetched (waiting to
+        be asked for: `ready` to the application, though RabbitMQ counts them as delivered)."""
         c = self._consumer
+        held: dict[str, int] = {}
+        prefetched: dict[str, int] = {}
         if c is None or self._pid != os.getpid():
-            return {}
-        counts: dict[str, int] = {}
+            return held, prefetched
         with c.cond:
             for h in c.held.values():
-                counts[h.msg.queue] = counts.get(h.msg.queue, 0) + 1
+                held[h.msg.queue] = held.get(h.msg.queue, 0) + 1
             for q, buf in c.buffer.items():
                 if buf:
-                    counts[q] = counts.get(q, 0) + len(buf)
-        return counts
+                    prefetched[q] = len(buf)
+        return held, prefetched
 
-    def _in_flight(self) -> dict[str, int]:
+    def _held_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Ours, plus what other live workers reported holding with their last heartbeat."""
-        counts = self.local_in_flight()
+        held, prefetched = self.local_counts()
         for w in self._books().workers():
             if w.id in self._my_workers:
                 continue
-            for q, n in w.in_flight.items():
-                counts[q] = counts.get(q, 0) + n
-        return counts
+            for mine, theirs in ((held, w.in_flight), (prefetched, w.prefetched)):
+                for q, n in theirs.items():
+                    mine[q] = mine.get(q, 0) + n
+        return held, prefetched
 
     def _browse(self, link: Link, queue: str, limit: int) -> list[tuple[int, DeadLetter, Any]]:
         """Take up to `limit` dead letters of `queue` without acking them: (delivery tag, letter, props)."""
@@ -769,9 +782,12 @@ class AMQPBroker:
         if self._recorder is not None:
             self._recorder.flush()
         self._my_workers.add(worker.id)
-        self._books().heartbeat(msgspec.structs.replace(worker, in_flight=self.local_in_flight()), ttl)
+        held, prefetched = self.local_counts()
+        self._books().heartbeat(msgspec.structs.replace(worker, in_flight=held, prefetched=prefetched), ttl)
 
     def worker_gone(self, worker_id: str) -> None:
+        if worker_id in self._my_workers and self._consumer is not None and self._pid == os.getpid():
+            self._consumer.stop()  # our worker stopped: what we prefetched for it goes back at once
         self._books().worker_gone(worker_id)
 
     def workers(self) -> list[WorkerInfo]:

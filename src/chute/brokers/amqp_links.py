@@ -327,6 +327,23 @@ class Consumer:
         finally:
             self.io.release()
 
+    def stop(self) -> None:
+        """Stop consuming and give back what was prefetched (leased messages stay held)."""
+        with self.io:
+            if self._conn is None:
+                return
+            try:
+                for tag in list(self._tags):
+                    self._ch.basic_cancel(tag)  # also requeues deliveries not yet dispatched
+                    del self._tags[tag]
+                self._wanted.clear()
+                with self.cond:
+                    back = [m.tag for buf in self.buffer.values() for m in buf]
+                    self.buffer.clear()
+                self.settle([(False, tag) for tag in back])
+            except AMQP_ERRORS as exc:
+                self._lost(exc)
+
     def close(self) -> None:
         with self.io:
             conn, self._conn, self._ch = self._conn, None, None
