@@ -103,30 +103,32 @@ class AMQPBroker:
     Guarantees: at-least-once. Messages are persistent, queues durable (classic, or quorum with
     `?queue_type=quorum`); a publish returns only when RabbitMQ confirmed every message of it
     (publisher confirms, one wait per batch), else raises BrokerUnavailable within 5 s. Consumers
-    ack manually after the outcome is recorded and never hold more than basic.qos (the worker's
-    prefetch) unacked messages per queue. A worker that dies (SIGKILL, lost connection) loses its
-    connection, and RabbitMQ requeues every message it held. Leases are kept by the consuming
-    process: one that runs out is requeued by it (basic.nack) and its claim is void, so a stale
-    ack, nack or extend does nothing and says so. Delays never hold a message anywhere but in
-    RabbitMQ: a delayed message passes through per-queue TTL queues of 10 ms × 2^k (one per set bit
-    of its delay) and dead-letters into its queue when due, within ~10–20 ms. Priorities 0–9 via
-    x-max-priority (classic queues). Dead letters go to the queue `chute.dead.<queue>` with their
-    reason; the work queue's dead-letter exchange sends what RabbitMQ itself rejects there too.
+    ack manually after the outcome is recorded; a worker holds at most its prefetch under lease and
+    its connection at most basic.qos = 2 x that unacked per queue. A worker that dies (SIGKILL, a
+    lost connection) loses its connection, and RabbitMQ requeues every message it held. Leases are
+    kept by the consuming process: one that runs out is requeued by it (basic.nack) and its claim
+    is void, so a stale ack, nack or extend does nothing and says so. Delays never hold a message
+    anywhere but in RabbitMQ: a delayed message passes through per-queue TTL queues of 10 ms x 2^k
+    (one per set bit of its delay) and dead-letters into its queue when due, 2-20 ms late, never
+    early. Priorities 0-9 via x-max-priority (classic queues). Dead letters go to the queue
+    `chute.dead.<queue>` with their reason; the work queue's dead-letter exchange sends what
+    RabbitMQ itself rejects there too.
 
     Non-guarantees: a batch that fails part-way may be partly stored (confirms are per message);
     retries, dead-lettering, replay and the early-arrival hop are "publish the copy, then ack the
-    original", so a crash between the two runs or keeps a message twice; max_length is checked by
-    the producer before publishing (a read, then the publish: concurrent producers may overshoot
-    it); priorities order what RabbitMQ delivers and each consumer's prefetch window, not
-    messages already prefetched by another worker; quorum queues (before RabbitMQ 4.0) ignore
-    priorities; a task cannot hold its message longer than the server's consumer_timeout (30
-    minutes by default) unless that is raised; `in_flight` counts of other processes come from
-    their heartbeats (up to 2 s old); status is `unknown` until a worker starts a task.
+    original", so a crash between the two keeps a message twice; max_length is checked by the
+    producer before publishing (a read, then the publish: concurrent producers may overshoot it);
+    priorities order what RabbitMQ delivers and each consumer's window, not messages another worker
+    prefetched; quorum queues (before RabbitMQ 4.0) ignore priorities; a task cannot hold its
+    message longer than the server's consumer_timeout (30 minutes by default) unless that is
+    raised; other processes' shares of `ready`/`in_flight` come from their heartbeats (up to 2 s
+    old); status is `unknown` until a worker takes a task.
 
     Round trips: publish 1 wait per batch (plus once per queue and process: its declarations);
-    fetch 0 while the prefetch buffer holds messages, else a passive declare per queue + a
-    basic.qos to be sure nothing is still on its way; ack, release and lease expiry 0 (frames the
-    I/O thread sends); extend 0 (leases are local); nack and dead_letter 1 (a confirmed publish).
+    fetch 0 while the prefetch buffer holds messages, else (timeout 0, and the server may still owe
+    some) a passive declare per queue + a basic.qos so that nothing owed is still on its way; ack,
+    release and lease expiry 0 (frames; acks covering every lower tag go as one multiple ack);
+    extend 0 (leases are local); nack and dead_letter 1 (a confirmed publish, then an ack frame).
     """
 
     def __init__(self, url: str, params: pika.URLParameters, *, queue_type: str = "classic") -> None:
