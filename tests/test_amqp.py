@@ -281,6 +281,20 @@ def test_an_unreachable_server_fails_fast_and_masks_the_password() -> None:
     app.close()
 
 
+def test_a_queue_declared_with_other_arguments_is_a_clear_error(url: str) -> None:
+    conn = plain(url)
+    conn.channel().queue_declare("clash", durable=True)  # no dead-letter exchange, no priorities
+    conn.close()
+    app = producer(url)
+    with pytest.raises(chute.errors.BrokerError, match="'clash' exists with other arguments"):
+        app.broker.fetch(["clash"], 10, 30, 0)
+    with pytest.raises(chute.errors.BrokerError, match="'clash' exists with other arguments"):
+        app.send_task("apps.basic.add", [1, 2], queue="clash")
+    app.broker.publish([Outgoing("fine", "m1", b"x")])  # the connection recovers for other queues
+    assert [d.id for d in app.broker.fetch(["fine"], 10, 30, 0)] == ["m1"]
+    app.close()
+
+
 # -- a RabbitMQ node of our own, stopped and started again ----------------------------------------
 def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     node = amqp_server.PrivateNode(tmp_path)

@@ -24,7 +24,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerError, BrokerUnavailable
 
 log = logging.getLogger("chute.amqp")
 if logging.getLogger("pika").level == logging.NOTSET:
@@ -385,8 +385,11 @@ class Consumer:
     def _consume(self, queue: str) -> None:
         try:
             self._declare(self._ch, queue)
-        except pika.exceptions.ChannelClosedByBroker:
-            self._wanted.pop(queue, None)  # e.g. declared elsewhere with other arguments: do not retry it
+        except (BrokerError, pika.exceptions.ChannelClosedByBroker):
+            # e.g. declared elsewhere with other arguments: the refusal closed our channel, so start
+            # afresh next time, without this queue (the caller gets the error saying why)
+            self._wanted.pop(queue, None)
+            self._reset()
             raise
         tag = self._ch.basic_consume(queue, self._on_message)
         self._tags[tag] = queue
@@ -413,9 +416,9 @@ class Consumer:
         if expired:
             self.settle([(False, key) for key in expired])
 
-    def _lost(self, exc: BaseException) -> BrokerUnavailable:
-        """The connection or channel broke: the server requeues everything it had delivered to us, so
-        every claim of this generation is void."""
+    def _reset(self) -> None:
+        """Drop the connection: the server requeues everything it had delivered to us, so every
+        claim of this generation is void."""
         conn, self._conn, self._ch = self._conn, None, None
         try:
             if conn is not None and conn.is_open:
@@ -427,6 +430,10 @@ class Consumer:
             self.held.clear()
             self.buffer.clear()
         self._tags.clear()
+
+    def _lost(self, exc: BaseException) -> BrokerUnavailable:
+        """The connection or channel broke."""
+        self._reset()
         self.down = _describe(exc)
         log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self._url, self.down)
         return BrokerUnavailable(f"lost the connection to RabbitMQ at {self._url} ({self.down}); the messages it "
