@@ -392,6 +392,8 @@ class AMQPBroker:
     def _send(self, frames: list[tuple[str, str, bytes, Any]]) -> None:
         """Publish and wait for every confirm; on a broken connection, resend what was not confirmed
         on a new one until the deadline (a message may then be stored twice, never dropped)."""
+        if self._consumer is not None:
+            self._consumer.unsynced = True  # a fetch right after must see these arrive
         deadline = time.monotonic() + REQUEST_TIMEOUT
         pause = 0.05
         while True:

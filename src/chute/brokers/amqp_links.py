@@ -219,6 +219,9 @@ class Consumer:
         self._ch: Any = None
         self._retry_at = 0.0
         self._backoff = 0.1
+        # set when something since the last sync may leave deliveries on their way to us that a
+        # zero-timeout fetch must wait for: a new consumer or prefetch, a requeue, a publish
+        self.unsynced = True
 
     # -- with `io` held ---------------------------------------------------------------------------
     def consume(self, queues: Sequence[str], limit: int) -> None:
@@ -237,6 +240,7 @@ class Consumer:
             for q in list(self._wanted):
                 if q not in running:
                     self._consume(q)
+                    self.unsynced = True
         except AMQP_ERRORS as exc:
             raise self._lost(exc) from None
 
@@ -245,10 +249,13 @@ class Consumer:
 
     def may_owe(self, queues: Sequence[str], limit: int) -> bool:
         """True if the server may still be sending us messages of these queues that a fetch of `limit`
-        would want: fewer than `limit` are buffered, and some queue's consumer is below its prefetch
-        (at basic.qos unacked messages, RabbitMQ sends nothing more)."""
+        must wait for: fewer than `limit` are buffered (none, or something since the last sync may
+        have left deliveries on their way), and some queue's consumer is below its prefetch (at
+        basic.qos unacked messages, RabbitMQ sends nothing more). A worker that only acks meanwhile
+        takes what is buffered without a round trip."""
         with self.cond:
-            if sum(len(self.buffer.get(q, ())) for q in queues) >= limit:
+            buffered = sum(len(self.buffer.get(q, ())) for q in queues)
+            if buffered >= limit or (buffered and not self.unsynced):
                 return False
             held: dict[str, int] = {}
             for h in self.held.values():
@@ -271,6 +278,7 @@ class Consumer:
                     self._ch.queue_declare(q, passive=True)
             self._ch.basic_qos(prefetch_count=max(self.qos, 1))
             self._conn.process_data_events(0)  # dispatch what arrived meanwhile
+            self.unsynced = False
         except AMQP_ERRORS as exc:
             raise self._lost(exc) from None
 
@@ -308,6 +316,8 @@ class Consumer:
                     impl.basic_ack(tag)
             for tag in requeues:
                 impl.basic_nack(tag, requeue=True)
+            if requeues:
+                self.unsynced = True
             self._conn.process_data_events(0)  # flush them now: the caller may exit right after
         except AMQP_ERRORS as exc:
             raise self._lost(exc) from None
@@ -419,6 +429,7 @@ class Consumer:
     def _reset(self) -> None:
         """Drop the connection: the server requeues everything it had delivered to us, so every
         claim of this generation is void."""
+        self.unsynced = True
         conn, self._conn, self._ch = self._conn, None, None
         try:
             if conn is not None and conn.is_open:
