@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pika
 import pytest
+import redis
 
 import amqp_server
 import chute
@@ -25,6 +26,7 @@ from chute import State
 from chute.brokers.amqp import AMQPBroker
 from chute.brokers.base import Outgoing
 from chute.errors import BrokerUnavailable
+from conftest import require_service
 from helpers import TESTS, env_for, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -253,6 +255,30 @@ def test_default_results_are_shared_by_separate_processes(vhost: str, tmp_path: 
         stop(w)
 
 
+def test_results_in_redis_are_shared_by_processes_and_show_started(vhost: str, tmp_path: Path) -> None:
+    require_service("Redis", "127.0.0.1", 6379)
+    prefix = f"t{os.urandom(4).hex()}"
+    results = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    url = amqp_server.url(vhost)
+    log = tmp_path / "ran.log"
+    app = chute.App(url, results=results)
+    slow = app.task(name="apps.basic.sleep_then")(lambda seconds, value: None)
+    w = start_worker(url, "apps.basic:app", "-c", "2", CHUTE_RESULTS_URL=results, CHUTE_TEST_LOG=str(log))
+    try:
+        r = slow.delay(1.0, 7)
+        wait_for(lambda: r.status is State.STARTED, timeout=20, what="STARTED, written by Redis itself")
+        assert r.get(timeout=20) == 7
+        assert app.results.get(r.id) is not None and app.results.get(r.id).state is State.SUCCEEDED  # type: ignore[union-attr]
+    finally:
+        stop(w)
+        app.close()
+        client = redis.Redis("127.0.0.1", 6379)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 def test_quorum_queues_deliver_delay_and_dead_letter(vhost: str, results_url: str) -> None:
     url = amqp_server.url(vhost, queue_type="quorum")
     app = producer(url)
@@ -268,6 +294,29 @@ def test_quorum_queues_deliver_delay_and_dead_letter(vhost: str, results_url: st
     assert broker.ack([b]) == 1
     assert [(d.id, d.reason) for d in broker.dead_letters("q")] == [("a", "poison")]
     app.close()
+
+
+def test_an_idle_worker_uses_almost_no_cpu(url: str) -> None:
+    w = start_worker(url, "apps.basic:app")
+    try:
+        stat = Path(f"/proc/{w.pid}/stat")
+        if not stat.exists():
+            pytest.skip("needs /proc")
+        app = chute.App(url)
+        wait_for(app.broker.workers, timeout=20, what="worker up")
+        time.sleep(0.5)
+
+        def cpu() -> float:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        c0, t0 = cpu(), time.monotonic()
+        time.sleep(3)
+        share = (cpu() - c0) / (time.monotonic() - t0)
+        assert share < 0.02, f"idle worker used {share:.1%} of a core"
+        app.close()
+    finally:
+        stop(w)
 
 
 def test_an_unreachable_server_fails_fast_and_masks_the_password() -> None:
