@@ -15,8 +15,14 @@ from chute import State
 from helpers import wait_for, worker_thread
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "amqp"])
 def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
+    if request.param == "amqp":
+        import amqp_server
+
+        with amqp_server.app(tmp_path) as amqp_app:
+            yield amqp_app
+        return
     a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/c.db")
     yield a
     a.close()

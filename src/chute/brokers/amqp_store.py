@@ -49,8 +49,7 @@ class StartedRecorder:
         with self._lock:
             for r in records:
                 self._pending.pop(r.task_id, None)
-            marks = list(self._pending.values())
-            self._pending.clear()
+            marks = self._take_marks()
             try:
                 self.inner.store([*marks, *records])  # outcomes last: they win over any mark of theirs
             except BaseException:
@@ -64,10 +63,19 @@ class StartedRecorder:
         if not self._pending or time.monotonic() - self._since < older_than:
             return
         with self._lock:
-            marks = list(self._pending.values())
-            self._pending.clear()
+            marks = self._take_marks()
             if marks:
                 self.inner.store(marks)
+
+    def _take_marks(self) -> list[ResultRecord]:
+        """The waiting marks, minus tasks cancelled since they were fetched (a mark must not overwrite
+        a cancellation; the worker's own check interrupts those)."""
+        marks = list(self._pending.values())
+        self._pending.clear()
+        if marks:
+            cancelled = self.inner.cancelled([r.task_id for r in marks])
+            marks = [r for r in marks if r.task_id not in cancelled]
+        return marks
 
     def get(self, task_id: str) -> ResultRecord | None:
         rec = self.inner.get(task_id)
