@@ -36,12 +36,12 @@ def require_service(name: str, host: str, port: int) -> None:
 
 
 REDIS = ("127.0.0.1", 6379)
-BROKER_KINDS = ["memory", "sqlite", "redis"]  # every broker an App can run on; app_on() opens each
+BROKER_KINDS = ["memory", "sqlite", "redis", "amqp"]  # every broker an App can run on; app_on() opens each
 
 
 @contextmanager
 def broker_url(kind: str, tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh, isolated broker of `kind` (memory, sqlite, redis), cleaned up after."""
+    """The URL of a fresh, isolated broker of `kind` (memory, sqlite, redis, amqp), cleaned up after."""
     if kind == "memory":
         yield "memory://"
     elif kind == "sqlite":
@@ -59,8 +59,18 @@ def broker_url(kind: str, tmp_path: Path) -> Iterator[str]:
             for i in range(0, len(keys), 500):
                 client.delete(*keys[i:i + 500])
             client.close()
+    elif kind == "amqp":  # a vhost of its own on the shared server, deleted after
+        import amqp_server
+
+        with amqp_server.vhost() as name:
+            yield amqp_server.url(name)
     else:
         raise ValueError(kind)
+
+
+def results_url(kind: str, tmp_path: Path) -> str | None:
+    """Where an App on `kind` keeps results in a test: RabbitMQ keeps none, so a SQLite file of the test's."""
+    return f"sqlite:///{tmp_path}/results.db" if kind == "amqp" else None
 
 
 @contextmanager
@@ -69,7 +79,7 @@ def app_on(kind: str, tmp_path: Path, **options: Any) -> Iterator[Any]:
     import chute
 
     with broker_url(kind, tmp_path) as url:
-        app = chute.App(url, **options)
+        app = chute.App(url, **{"results": results_url(kind, tmp_path), **options})
         try:
             yield app
         finally:

@@ -285,7 +285,7 @@ def test_three_slashes_relative_four_absolute(tmp_path: Path, monkeypatch: pytes
     ("sqlite:///no/such/folder/x.db", "folder .* does not exist"),
     ("sqlite:///x.db?sync=full", "unknown option.*sync"),
     ("sqlite:///x.db?synchronous=off", "use 'normal' or 'full'"),
-    ("amqp://u:secret@host/", "not available"),
+    ("amqp://u:secret@host/?queue_type=stream", "queue_type must be 'classic' or 'quorum'"),
 ])
 def test_bad_urls_say_what_is_wrong(url: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -67,17 +67,22 @@ class App:
         self.hooks = Hooks()
         self._grouped: Any = None  # aio.Publishers, made on the first async send
         self.broker: Broker = open_broker(self.url)
+        store: ResultBackend | None
         if results is None:
-            if not isinstance(self.broker, ResultBackend):
-                raise ConfigurationError(f"{redact_url(self.url)} keeps no results; pass App(results=...)")
-            self.results: ResultBackend = self.broker
+            store = self.broker if isinstance(self.broker, ResultBackend) else None
         elif isinstance(results, str):
             backend = open_broker(results)
             if not isinstance(backend, ResultBackend):
                 raise ConfigurationError(f"{redact_url(results)} cannot store results")
-            self.results = backend
+            store = backend
         else:
-            self.results = results
+            store = results
+        adopt = getattr(self.broker, "adopt_results", None)
+        if adopt is not None:  # a broker that keeps no results (RabbitMQ) keeps its bookkeeping in this store;
+            store = adopt(store)  # None: its default ($CHUTE_RESULTS_URL, else a per-user SQLite file)
+        if store is None:
+            raise ConfigurationError(f"{redact_url(self.url)} keeps no results; pass App(results=...)")
+        self.results: ResultBackend = store
 
     def __repr__(self) -> str:
         return f"<chute.App {self.name} {redact_url(self.url)}>"

@@ -14,7 +14,7 @@ import pytest
 
 from chute.brokers.base import Broker
 
-BROKERS = ["memory", "sqlite", "redis"]
+BROKERS = ["memory", "sqlite", "redis", "amqp"]
 REDIS = ("127.0.0.1", 6379)
 
 
@@ -44,6 +44,18 @@ def make_broker(kind: str, tmp_path: Path) -> tuple[Broker, Callable[[], None]]:
             b.close()
 
         return b, cleanup
+    if kind == "amqp":
+        import amqp_server
+
+        b = open_broker(amqp_server.url(amqp_server.session_vhost()))
+        store = open_broker(f"sqlite:///{tmp_path}/amqp-store.db")  # its results, registry and keys
+        b.adopt_results(store)  # type: ignore[attr-defined]
+
+        def close_both() -> None:
+            b.close()
+            store.close()
+
+        return b, close_both
     raise ValueError(kind)
 
 

@@ -71,6 +71,11 @@ def open_broker(url: str) -> Broker:
         broker: Broker = RedisBroker.from_url(url)
         return broker
     if scheme in ("amqp", "amqps"):
-        raise InvalidURL(f"{redact_url(url)!r}: the RabbitMQ broker is not available in this version of chute")
+        try:
+            from .amqp import AMQPBroker
+        except ImportError as exc:
+            raise InvalidURL(f"{redact_url(url)!r}: the RabbitMQ broker needs pika: pip install 'chute[amqp]' "
+                             f"({exc})") from None
+        return AMQPBroker.from_url(url)
     raise InvalidURL(f"{redact_url(url)!r}: unknown broker scheme {scheme!r}; expected one of "
                      f"{', '.join(SCHEMES[:3])} or amqp")

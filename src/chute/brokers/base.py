@@ -81,6 +81,11 @@ class WorkerInfo(msgspec.Struct, omit_defaults=True):
     failed: int = 0
     running: list[str] = msgspec.field(default_factory=list)  # task ids
     state: str = "online"  # online, stopping
+    # per queue, messages its broker connection holds that the server counts as delivered, for brokers
+    # that cannot count them server-side (RabbitMQ fills these in with each heartbeat): handed to the
+    # worker under a lease, and prefetched (still waiting for the worker to ask)
+    in_flight: dict[str, int] = msgspec.field(default_factory=dict)
+    prefetched: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 @runtime_checkable
