@@ -48,6 +48,16 @@ class ResultBackend(Protocol):
         """Write outcomes (RETRYING, SUCCEEDED, FAILED, DEAD) in one batch."""
         ...
 
+    def queued(self, records: Sequence[ResultRecord]) -> None:
+        """Record QUEUED for the tasks that have no record yet, never over one: for a broker that
+        cannot answer for the messages it holds (RabbitMQ), written before they are published."""
+        ...
+
+    def forget_queued(self, task_ids: Sequence[str]) -> None:
+        """Drop the records of these tasks that are still only QUEUED marks (their messages will never
+        run: a full queue dropped them)."""
+        ...
+
     def get(self, task_id: str) -> ResultRecord | None:
         """The task's current record, or None if unknown or expired."""
         ...

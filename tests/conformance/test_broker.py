@@ -240,6 +240,23 @@ def test_results_store_get_and_wait(broker: Broker) -> None:
     assert got2 is not None and got2.error == ErrorInfo("ValueError", "bad", "tb")
 
 
+def test_queued_marks_never_overwrite_a_record_and_can_be_forgotten(broker: Broker) -> None:
+    results = results_of(broker)
+    now = time.time()
+    done = ResultRecord("q-done", State.SUCCEEDED, "mod.f", "default", b"1", updated_at=now, expires_at=now + 60)
+    results.store([done])
+    results.queued([ResultRecord(i, State.QUEUED, queue="default", updated_at=now, expires_at=now + 60)
+                    for i in ("q-new", "q-done", "q-other")])
+    new, kept = results.get("q-new"), results.get("q-done")
+    assert new is not None and new.state is State.QUEUED and new.queue == "default"
+    assert kept is not None and kept.state is State.SUCCEEDED and kept.value == b"1"  # never over a record
+    results.store([ResultRecord("q-other", State.STARTED, "mod.f", "default", updated_at=now, expires_at=now + 60)])
+    results.forget_queued(["q-new", "q-done", "q-other"])  # only marks go
+    assert results.get("q-new") is None
+    assert results.get("q-done") is not None and results.get("q-other") is not None
+    assert results.get("q-other").state is State.STARTED  # type: ignore[union-attr]
+
+
 def test_results_wait_times_out(broker: Broker) -> None:
     results = results_of(broker)
     t0 = time.monotonic()

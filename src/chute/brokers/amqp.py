@@ -22,12 +22,15 @@ import pika
 import pika.exceptions
 
 from ..errors import BrokerError, BrokerUnavailable, InvalidURL, QueueFull
-from ..results import ResultBackend
+from ..results import ResultBackend, ResultRecord
+from ..states import State
 from ..topics import GROUP_PREFIX, group_queue
 from . import redact_url
 from .amqp_links import CONNECTION_ERRORS, REQUEST_TIMEOUT, Consumer, Held, Link, Message, Pool
 from .amqp_store import StartedRecorder, close_store
 from .base import Broker, DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
+
+QUEUED_TTL = 86_400.0  # seconds a QUEUED mark lasts if no worker writes the next state
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -344,6 +347,7 @@ class AMQPBroker:
             for queue, (limit, on_full) in limits.items():
                 if on_full != "drop_oldest":
                     self._check_room(link, queue, limit or 0, sum(1 for m in todo if m.queue == queue))
+        self._mark_queued([m for m in todo if m.topic is None])
         self._send([self._frame(m, time.time()) for m in todo])
         if any(on_full == "drop_oldest" for _, on_full in limits.values()):
             with self._link() as link:
@@ -351,6 +355,15 @@ class AMQPBroker:
                     if on_full == "drop_oldest":
                         self._drop_oldest(link, queue, limit or 0)
         return ids
+
+    def _mark_queued(self, messages: Sequence[Outgoing]) -> None:
+        """QUEUED marks in the result store for tasks without a record, written before the messages
+        exist (so no worker's STARTED can come first): RabbitMQ cannot answer for a task it holds, as
+        SQLite and Redis do. One batch write; a publish that then fails leaves marks for a day."""
+        if messages:
+            now = time.time()
+            self._results().queued([ResultRecord(m.id, State.QUEUED, queue=m.queue, updated_at=now,
+                                                 expires_at=now + QUEUED_TTL) for m in messages])
 
     def _prepare(self, link: Link, messages: Sequence[Outgoing]) -> None:
         """Declare, once per process, every queue, delay level or exchange these messages need."""
@@ -442,12 +455,16 @@ class AMQPBroker:
         ch = link.admin()
         excess = self._waiting(link, queue) - limit
         dropped = 0
+        gone: list[str] = []
         while dropped < excess:
-            method, _, _ = ch.basic_get(queue, auto_ack=True)  # the head: the oldest of the highest priority
+            method, props, _ = ch.basic_get(queue, auto_ack=True)  # the head: the oldest of the highest priority
             if method is None:
                 break
             dropped += 1
+            if props.message_id:
+                gone.append(str(props.message_id))
         if dropped:
+            self._results().forget_queued(gone)  # never to run: unknown, as on the other brokers
             self._count(f"chute.dropped:{queue}", dropped)
 
     def _waiting(self, link: Link, queue: str) -> int:
@@ -762,6 +779,9 @@ class AMQPBroker:
                     if replay and chosen:
                         outs = [Outgoing(q, letter.id, letter.body, int(props.priority or 0)) for _, letter, props
                                 in chosen]
+                        now = time.time()  # a DEAD record would answer get() with the old failure
+                        self._results().store([ResultRecord(o.id, State.QUEUED, queue=q, updated_at=now,
+                                                            expires_at=now + QUEUED_TTL) for o in outs])
                         self._prepare(link, outs)
                         self._send([self._frame(o, time.time()) for o in outs])
                     self._end_browse(link, q, [tag for tag, _, _ in chosen])

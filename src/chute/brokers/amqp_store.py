@@ -77,6 +77,12 @@ class StartedRecorder:
             marks = [r for r in marks if r.task_id not in cancelled]
         return marks
 
+    def queued(self, records: Sequence[ResultRecord]) -> None:
+        self.inner.queued(records)
+
+    def forget_queued(self, task_ids: Sequence[str]) -> None:
+        self.inner.forget_queued(task_ids)
+
     def get(self, task_id: str) -> ResultRecord | None:
         rec = self.inner.get(task_id)
         mark = self._pending.get(task_id)

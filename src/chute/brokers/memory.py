@@ -352,6 +352,20 @@ class MemoryBroker:
                 self._results[r.task_id] = r
             self._cond.notify_all()
 
+    def queued(self, records: Sequence[ResultRecord]) -> None:
+        with self._cond:
+            now = time.time()
+            for r in records:
+                if self._get(r.task_id, now) is None:
+                    self._results[r.task_id] = r
+
+    def forget_queued(self, task_ids: Sequence[str]) -> None:
+        with self._cond:
+            for i in task_ids:
+                rec = self._results.get(i)
+                if rec is not None and rec.state is State.QUEUED:
+                    del self._results[i]
+
     def get(self, task_id: str) -> ResultRecord | None:
         with self._cond:
             return self._get(task_id, time.time())

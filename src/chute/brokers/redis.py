@@ -98,6 +98,7 @@ class RedisBroker:
         self._started, self._store_script, self._cancel, self._cancelled = (
             s(lua.STARTED), s(lua.STORE), s(lua.CANCEL), s(lua.CANCELLED))
         self._acquire, self._release_lease, self._take = s(lua.ACQUIRE), s(lua.RELEASE_LEASE), s(lua.TAKE)
+        self._queued_marks, self._forget = s(lua.QUEUED_MARKS), s(lua.FORGET_QUEUED)
         self._scripts = [v for v in vars(self).values() if isinstance(v, Script)]
         self._fast = FastCalls(client.connection_pool, self.url)
         self._qkeys_cache: dict[str, list[str]] = {}
@@ -424,6 +425,16 @@ class RedisBroker:
             keys += [key, f"{key}:waiters"]
             args += [r.state.value, _encode_record(r), _expiry(r), 1 if r.state.finished else 0]
         self._call(pipe, self._store_script, keys, args)
+
+    @_guarded
+    def queued(self, records: Sequence[ResultRecord]) -> None:
+        if records:
+            self._queued_marks([self._rkey(r.task_id) for r in records], [r.queue for r in records])
+
+    @_guarded
+    def forget_queued(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            self._forget([self._rkey(i) for i in task_ids], [])
 
     @_guarded
     def get(self, task_id: str) -> ResultRecord | None:

@@ -25,6 +25,20 @@ local function queued(key, queue)
 end
 """.replace("QUEUED_TTL", str(QUEUED_TTL_MS))
 
+# QUEUED_MARKS: KEYS = result records; ARGV = their queues. A QUEUED mark where a task has no record.
+QUEUED_MARKS = _QUEUED + """
+for i = 1, #KEYS do queued(KEYS[i], ARGV[i]) end
+return #KEYS
+"""
+
+# FORGET_QUEUED: KEYS = result records. Deleted where they are still only a QUEUED mark.
+FORGET_QUEUED = """
+for i = 1, #KEYS do
+  if redis.call('HGET', KEYS[i], 's') == 'queued' then redis.call('DEL', KEYS[i]) end
+end
+return #KEYS
+"""
+
 # The one-by-one fast path: KEYS = stream, result record; ARGV = id, body, queue.
 ENQUEUE = _QUEUED + """
 redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'body', ARGV[2])

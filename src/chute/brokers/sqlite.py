@@ -529,6 +529,23 @@ class SQLiteBroker:
         with self._write() as c:
             self._store(c, records)
 
+    def queued(self, records: Sequence[ResultRecord]) -> None:
+        if not records:
+            return
+        now = time.time()
+        with self._write() as c:  # an expired record counts as none
+            c.executemany("DELETE FROM chute_results WHERE task_id = ? AND expires_at <= ?",
+                          [(r.task_id, now) for r in records])
+            c.executemany("INSERT OR IGNORE INTO chute_results (task_id, state, name, queue, updated_at, expires_at) "
+                          "VALUES (?, 'queued', ?, ?, ?, ?)",
+                          [(r.task_id, r.name, r.queue, r.updated_at, r.expires_at) for r in records])
+
+    def forget_queued(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            with self._write() as c:
+                c.executemany("DELETE FROM chute_results WHERE task_id = ? AND state = 'queued'",
+                              [(i,) for i in task_ids])
+
     @staticmethod
     def _store(c: sqlite3.Connection, records: Sequence[ResultRecord]) -> None:
         c.executemany("INSERT OR REPLACE INTO chute_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
