@@ -35,6 +35,36 @@ def require_service(name: str, host: str, port: int) -> None:
         pytest.skip(message)
 
 
+_opened: list[Any] = []  # every chute.App made during the running test, closed when it ends
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record each chute.App made, so a test that forgets app.close() leaks no sockets into the next
+    (filterwarnings = error turns a ResourceWarning, raised wherever the GC runs, into a failure)."""
+    import chute
+
+    made = chute.App.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        _opened.append(self)
+
+    chute.App.__init__ = init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Close the test's Apps once its fixtures (in-process workers among them) have torn down."""
+    try:
+        return (yield)
+    finally:
+        while _opened:
+            try:
+                _opened.pop().close()
+            except Exception:  # noqa: BLE001 - already closed, or its broker already gone
+                pass
+
+
 REDIS = ("127.0.0.1", 6379)
 BROKER_KINDS = ["memory", "sqlite", "redis", "amqp"]  # every broker an App can run on; app_on() opens each
 

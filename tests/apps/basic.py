@@ -17,7 +17,12 @@ def add(a: int, b: int) -> int:
 
 @app.task
 def sleep_then(seconds: float, value: int) -> int:
-    """Sleep, then record that we ran (appending our pid to a file named by CHUTE_TEST_LOG)."""
+    """Sleep, then record that we ran (appending our pid to a file named by CHUTE_TEST_LOG); a file named
+    by CHUTE_TEST_STARTS gets a line as it starts."""
+    starts = os.environ.get("CHUTE_TEST_STARTS")
+    if starts:
+        with open(starts, "a") as f:
+            f.write(f"{value} {os.getpid()}\n")
     time.sleep(seconds + float(os.environ.get("CHUTE_TEST_SLOW", "0")))  # a slow worker, for fairness tests
     log = os.environ.get("CHUTE_TEST_LOG")
     if log:

@@ -6,6 +6,7 @@ RabbitMQ cannot: results, idempotency keys, the queue registry, worker heartbeat
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import logging
@@ -21,7 +22,7 @@ import msgspec
 import pika
 import pika.exceptions
 
-from ..errors import BrokerError, BrokerUnavailable, InvalidURL, QueueFull
+from ..errors import BrokerError, BrokerUnavailable, ChuteError, InvalidURL, QueueFull
 from ..results import ResultBackend, ResultRecord
 from ..states import State
 from ..topics import GROUP_PREFIX, group_queue
@@ -43,6 +44,7 @@ DELAY_EXCHANGE = "chute.delay.{}"  # one topic exchange per level, then chute.de
 DUE = "chute.delay.due"
 H_ETA, H_TOPIC, H_REASON, H_DEAD_AT, H_QUEUE = "x-chute-eta", "x-chute-topic", "x-chute-reason", "x-chute-dead-at", \
     "x-chute-queue"
+H_DELIVERIES = "x-chute-deliveries"  # on a copy given back by a worker: the deliveries it had had that count
 QUEUES_KEY, DELAYED_KEY = "chute.amqp.queues", "chute.amqp.delayed"  # registries in the result store's meta
 PERSISTENT = 2
 STARTED_DELAY = 0.02  # seconds a STARTED record may wait to share a transaction with outcomes
@@ -538,8 +540,7 @@ class AMQPBroker:
                 mid = self._id_of(m)
                 n = self._seen.get(mid)
                 if n is None:
-                    count = headers.get("x-delivery-count")  # quorum queues count returns themselves
-                    n = int(count) if isinstance(count, int) else (1 if m.redelivered else 0)
+                    n = _deliveries_before(m)
                 self._seen[mid] = n + 1
                 out.append(Delivery(m.queue, mid, m.body, claim, n + 1, m.tag))
         if early:
@@ -571,34 +572,68 @@ class AMQPBroker:
                     c.held.pop(m.tag, None)
             c.settle([(True, m.tag) for m in messages])
 
-    def _settle(self, deliveries: Sequence[Delivery], ack: bool) -> int:
+    @_guarded
+    def ack(self, deliveries: Sequence[Delivery]) -> int:
         c = self._consumer
         if c is None or not deliveries:
             return 0
         tags: list[tuple[bool, Any]] = []
-        with c.io:  # taken out of `held` and settled in one go: a multiple ack must not cover a requeue
+        with c.io:  # taken out of `held` and acked in one go: a multiple ack must not cover a requeue
             with c.cond:
                 for d in deliveries:
                     h = c.held.get(d.tag)
-                    if h is None or h.claim != d.claim:
+                    if h is None or h.claim != d.claim or h.settling:
                         continue
                     del c.held[d.tag]
-                    tags.append((ack, h.msg.tag))
-                    if ack:
-                        self._seen.pop(d.id, None)
-                    else:  # released: not counted as a delivery
-                        self._seen[d.id] = max(0, self._seen.get(d.id, 1) - 1)
+                    tags.append((True, h.msg.tag))
+                    self._seen.pop(d.id, None)
             if tags:
                 c.settle(tags)
         return len(tags)
 
     @_guarded
-    def ack(self, deliveries: Sequence[Delivery]) -> int:
-        return self._settle(deliveries, ack=True)
-
-    @_guarded
     def release(self, deliveries: Sequence[Delivery]) -> int:
-        return self._settle(deliveries, ack=False)
+        c = self._consumer
+        if c is None or not deliveries:
+            return 0
+        back: list[tuple[Message, int]] = []
+        with c.cond:
+            for d in deliveries:
+                h = c.held.get(d.tag)
+                if h is not None and h.claim == d.claim and not h.settling:
+                    h.settling = True  # ours until its copy is confirmed
+                    n = max(0, self._seen.pop(d.id, 1) - 1)  # a released delivery does not count
+                    back.append((h.msg, n))
+        self._give_back(c, back)
+        return len(back)
+
+    def _give_back(self, c: Consumer, back: list[tuple[Message, int]]) -> None:
+        """Requeue messages (held with `settling` set) without counting a delivery.
+
+        RabbitMQ marks a requeued message redelivered, and the next worker would take it for the
+        survivor of a crash and run it alone. So a copy that carries its count goes to the queue
+        first, then the original is acked; if the copy cannot be sent, the original is requeued
+        after all (a crash in between leaves both: a duplicate, never a loss).
+        """
+        if not back:
+            return
+        frames = []
+        for m, n in back:
+            props = copy.copy(m.props)
+            props.headers = {k: v for k, v in (m.props.headers or {}).items() if k != "x-delivery-count"}
+            props.headers[H_DELIVERIES] = n
+            props.delivery_mode = PERSISTENT
+            frames.append(("", m.queue, m.body, props))
+        try:
+            self._send(frames)
+            copied = True
+        except ChuteError:
+            copied = False
+        with c.io:
+            with c.cond:
+                for m, _ in back:
+                    c.held.pop(m.tag, None)
+            c.settle([(copied, m.tag) for m, _ in back])
 
     @_guarded
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:
@@ -810,7 +845,8 @@ class AMQPBroker:
 
     def worker_gone(self, worker_id: str) -> None:
         if worker_id in self._my_workers and self._consumer is not None and self._pid == os.getpid():
-            self._consumer.stop()  # our worker stopped: what we prefetched for it goes back at once
+            c = self._consumer  # our worker stopped: what we prefetched for it goes back at once
+            self._give_back(c, [(m, _deliveries_before(m)) for m in c.stop()])
         self._books().worker_gone(worker_id)
 
     def workers(self) -> list[WorkerInfo]:
@@ -829,6 +865,17 @@ class AMQPBroker:
         self._pool.close()
         if self._owns_store and self._store is not None:
             close_store(self._store)
+
+
+def _deliveries_before(m: Message) -> int:
+    """The deliveries a message had before this one that count against max_deliveries: those a copy
+    given back carries, plus RabbitMQ's own (a quorum queue counts returns; a classic queue only
+    says whether the message was delivered before)."""
+    headers = m.props.headers or {}
+    given = headers.get(H_DELIVERIES)
+    count = headers.get("x-delivery-count")
+    return (given if isinstance(given, int) else 0) + \
+        (int(count) if isinstance(count, int) else (1 if m.redelivered else 0))
 
 
 def _registry(raw: str | None) -> dict[str, int]:

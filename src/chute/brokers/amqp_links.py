@@ -337,22 +337,27 @@ class Consumer:
         finally:
             self.io.release()
 
-    def stop(self) -> None:
-        """Stop consuming and give back what was prefetched (leased messages stay held)."""
+    def stop(self) -> list[Message]:
+        """Stop consuming; what was prefetched moves to `held`, marked settling, for the caller to give
+        back (leased messages stay held)."""
         with self.io:
             if self._conn is None:
-                return
+                return []
             try:
                 for tag in list(self._tags):
                     self._ch.basic_cancel(tag)  # also requeues deliveries not yet dispatched
                     del self._tags[tag]
-                self._wanted.clear()
-                with self.cond:
-                    back = [m.tag for buf in self.buffer.values() for m in buf]
-                    self.buffer.clear()
-                self.settle([(False, tag) for tag in back])
             except AMQP_ERRORS as exc:
                 self._lost(exc)
+                return []
+            self._wanted.clear()
+            with self.cond:
+                back = [m for buf in self.buffer.values() for m in buf]
+                self.buffer.clear()
+                for m in back:
+                    self.held[m.tag] = Held(m, "", 0.0)
+                    self.held[m.tag].settling = True
+            return back
 
     def close(self) -> None:
         with self.io:
