@@ -200,3 +200,31 @@ def test_a_task_blocked_outside_python_is_settled_and_its_process_replaced(tmp_p
         assert sup.poll() is None
     finally:
         stop(sup)
+
+
+OPENER = """
+import sys, time, chute
+base, t0, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+for i in range(rounds):
+    while time.time() < t0 + i * 0.1:
+        pass
+    try:
+        chute.App(f"sqlite:///{base}/{i}.db").close()
+    except Exception as exc:
+        print(f"round {i}: {type(exc).__name__}: {exc}")
+"""
+
+
+def test_processes_creating_the_same_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """A worker and `chute send` started together on a new file: switching it to WAL takes a lock
+    that ignores the busy timeout, so the loser used to get 'database is locked'."""
+    t0, rounds = time.time() + 2.0, 30
+    procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(tmp_path), repr(t0), str(rounds)],
+                              stdout=subprocess.PIPE, text=True, env=env_for(f"sqlite:///{tmp_path}/x.db"))
+             for _ in range(6)]
+    errors = [line for p in procs for line in p.communicate(timeout=60)[0].splitlines()]
+    assert all(p.returncode == 0 for p in procs)
+    assert errors == []
+    for i in range(rounds):
+        with sqlite_db(tmp_path / f"{i}.db") as c:
+            assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -101,14 +101,13 @@ def kill_while_running(spawn: Callable[[], subprocess.Popen[bytes]], expected: s
     return History(expected, read_ledger(ledger)), killed
 
 
-def cut_short_runs(ledger: Path, killed: dict[int, float]) -> dict[str, list[int]]:
-    """Per task id, the killed processes (pids) that had started it and not finished it."""
+def started_by(ledger: Path, pids: dict[int, float]) -> dict[str, list[int]]:
+    """Per task id, which of `pids` (killed processes) started it, whether or not they finished it."""
     with sqlite_db(ledger) as c:
         starts = list(c.execute("SELECT task_id, pid FROM starts"))
-        finished = {(t, p) for t, p in c.execute("SELECT task_id, pid FROM effects")}
     out: dict[str, list[int]] = {}
     for task_id, pid in starts:
-        if pid in killed and (task_id, pid) not in finished:
+        if pid in pids:
             out.setdefault(task_id, []).append(pid)
     return out
 

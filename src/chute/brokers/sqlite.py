@@ -222,7 +222,7 @@ class SQLiteBroker:
                 raise NotAChuteDatabase(
                     f"{self.path} is an SQLite database of another application (tables: "
                     f"{', '.join(sorted(tables)[:5])}); chute will not write into it; use a file of its own")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise BrokerError(f"{self.path}: could not switch to WAL mode (got {mode})")
             with self._transaction(conn) as c:
@@ -240,8 +240,27 @@ class SQLiteBroker:
             if found > SCHEMA_VERSION:
                 raise NotAChuteDatabase(f"{self.path} uses chute schema {found}; this chute knows up to "
                                         f"{SCHEMA_VERSION}: upgrade chute")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):  # held past the busy timeout: not a verdict on the file
+                raise self._error(exc) from None
+            raise self._not_chute(exc) from None
         except sqlite3.DatabaseError as exc:
             raise self._not_chute(exc) from None
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        """PRAGMA journal_mode = WAL, retried within the busy timeout: on a new file the switch takes
+        a lock that does not wait on the timeout, and another process may be creating the same file
+        at this very moment (a worker and `chute send` started together)."""
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
