@@ -153,6 +153,7 @@ from chute.outbox.sqlalchemy import SQLAlchemyOutbox
 app = chute.App(sys.argv[1])
 app.task(name="receipt")(lambda order: None)
 outbox = SQLAlchemyOutbox(app, create_engine(sys.argv[2]), table=sys.argv[3])
+print("relaying", flush=True)
 outbox.run_relay(limit=7)
 """
 
@@ -172,10 +173,12 @@ def test_relay_process_sigkilled_at_random_instants(setup: tuple[chute.App, SQLA
         except RuntimeError:
             pass
     kills, rng = 0, random.Random(int(os.environ.get("CHUTE_CHAOS_SEED", "7")))
-    while pending(outbox) and kills < scale(60, 600):  # killed at random instants as it works (start-up ~0.4 s)
+    while pending(outbox) and kills < scale(60, 600):  # killed at random instants as it works
         with subprocess.Popen([sys.executable, "-c", RELAY, app.url, db_url, outbox.table.name],
-                              env=env_for(app.url)) as relay:
-            time.sleep(rng.uniform(0.3, 0.6))
+                              env=env_for(app.url), stdout=subprocess.PIPE) as relay:
+            assert relay.stdout is not None
+            relay.stdout.readline()  # started (a loaded machine may take a second to import)
+            time.sleep(rng.uniform(0.0, 0.2))
             relay.send_signal(signal.SIGKILL)
         kills += 1
     assert pending(outbox) == 0, f"relay made no progress in {kills} runs"
