@@ -54,10 +54,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    """Close the test's Apps once its fixtures (in-process workers among them) have torn down."""
+    """Kill the worker processes the test left running and close its Apps, once its fixtures
+    (in-process workers among them) have torn down."""
     try:
         return (yield)
     finally:
+        from helpers import kill_leftovers
+
+        kill_leftovers()
         while _opened:
             try:
                 _opened.pop().close()

@@ -69,9 +69,24 @@ def env_for(url: str, **extra: str) -> dict[str, str]:
 
 def start_worker(url: str, spec: str = "apps.basic:app", *args: str, stderr: Any = None,
                  **extra: str) -> subprocess.Popen[bytes]:
-    """A real `chute worker` process (its stderr to the test's, or to `stderr`: a file or PIPE)."""
-    return subprocess.Popen([sys.executable, "-m", "chute", "worker", spec, "--log-level", "WARNING", *args],
+    """A real `chute worker` process (its stderr to the test's, or to `stderr`: a file or PIPE).
+    One the test leaves running is killed when the test ends (tests/conftest.py)."""
+    proc = subprocess.Popen([sys.executable, "-m", "chute", "worker", spec, "--log-level", "WARNING", *args],
                             env=env_for(url, **extra), cwd=str(TESTS), stderr=stderr)
+    STARTED.append(proc)
+    return proc
+
+
+STARTED: list[subprocess.Popen[bytes]] = []  # workers started by the running test
+
+
+def kill_leftovers() -> None:
+    """SIGKILL the workers the test that just ended left running (a failed assertion skips its stop())."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
