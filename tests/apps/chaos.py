@@ -11,7 +11,8 @@ import time
 
 import chute
 
-app = chute.App(lease=float(os.environ.get("CHUTE_TEST_LEASE", "2")))
+app = chute.App(lease=float(os.environ.get("CHUTE_TEST_LEASE", "2")),
+                max_deliveries=int(os.environ.get("CHUTE_TEST_MAX_DELIVERIES", "3")))
 _ledger = threading.local()  # one connection per executor thread: a connection is not for sharing
 
 

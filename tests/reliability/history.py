@@ -101,17 +101,6 @@ def kill_while_running(spawn: Callable[[], subprocess.Popen[bytes]], expected: s
     return History(expected, read_ledger(ledger)), killed
 
 
-def started_by(ledger: Path, pids: dict[int, float]) -> dict[str, list[int]]:
-    """Per task id, which of `pids` (killed processes) started it, whether or not they finished it."""
-    with sqlite_db(ledger) as c:
-        starts = list(c.execute("SELECT task_id, pid FROM starts"))
-    out: dict[str, list[int]] = {}
-    for task_id, pid in starts:
-        if pid in pids:
-            out.setdefault(task_id, []).append(pid)
-    return out
-
-
 def orphan_delays(ledger: Path, killed: dict[int, float]) -> dict[int, list[float]]:
     """For each killed process (by pid), the runs it had started and not finished: for each, the
     seconds from the kill to that task's next start elsewhere (inf if it never started again)."""

@@ -24,7 +24,6 @@ from reliability.history import (
     read_ledger,
     scale,
     seeded,
-    started_by,
 )
 
 pytestmark = pytest.mark.timeout(scale(240, 3600))
@@ -45,7 +44,10 @@ def test_worker_sigkill_chaos_loses_nothing(url: str, ledger: Path, tmp_path: Pa
     n, prefetch = scale(1500, 10_000), 8
     app, work = producer_app(url)
     ids = {r.id for r in app.send_many([work.s(rng.uniform(5, 50)) for _ in range(n)])}
-    extra = {"CHUTE_LEDGER": str(ledger), "CHUTE_TEST_LEASE": "2"}
+    # Workers here live ~0.8 s: a healthy task's holders are killed three times in a row often enough
+    # (6 of 10,000 in the long form) for poison detection, which R9 tests, to take it for poison.
+    # This scenario is about loss, so it allows 20 crashes a task.
+    extra = {"CHUTE_LEDGER": str(ledger), "CHUTE_TEST_LEASE": "2", "CHUTE_TEST_MAX_DELIVERIES": "20"}
 
     def spawn() -> subprocess.Popen[bytes]:
         return start_worker(url, "apps.chaos:app", "-c", "4", "--prefetch", str(prefetch), **extra)
@@ -74,14 +76,9 @@ def test_worker_sigkill_chaos_loses_nothing(url: str, ledger: Path, tmp_path: Pa
         wait_for(lambda: counts(app) == (0, 0, 0), timeout=60, what="an empty queue")
     finally:
         stop(w)
-    # A task whose holders were killed max_deliveries times in a row (while it ran, or before its
-    # acknowledgement went out) looks like a poison message and is dead-lettered, kept and
-    # replayable, its effect already recorded (h.lost is empty): allowed, and nothing else is.
-    in_killed = started_by(ledger, killed)
     dead = app.broker.dead_letters("default")
-    assert all(d.reason.startswith("worker_lost") and in_killed.get(d.id) for d in dead), (
-        [(d.id, d.reason, in_killed.get(d.id)) for d in dead])
-    print(f"{kills} kills, {len(dead)} dead-lettered as poison, {len(h.duplicated)} tasks ran twice "
+    assert dead == [], [(d.id, d.reason) for d in dead]
+    print(f"{kills} kills, {len(h.duplicated)} tasks ran twice "
           f"({extra_runs} extra runs); {len(delays)} runs cut short, started again "
           f"{delays[len(delays) // 2]:.2f} s (median), {delays[-1]:.2f} s (max) after the kill; "
           f"after the last kill {max(last, default=0):.2f} s (lease 2 s)")
@@ -231,7 +228,7 @@ def test_every_group_sees_every_event_through_consumer_kills(url: str, ledger: P
 
     def spawn() -> subprocess.Popen[bytes]:
         return start_worker(url, "apps.chaos:app", "-c", "4", "--prefetch", str(prefetch),
-                            CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="2")
+                            CHUTE_LEDGER=str(ledger), CHUTE_TEST_LEASE="2", CHUTE_TEST_MAX_DELIVERIES="20")  # as in R1
 
     h, killed = kill_while_running(spawn, expected, ledger, rng)
     kills = len(killed)
