@@ -77,6 +77,19 @@ def start_worker(url: str, spec: str = "apps.basic:app", *args: str, stderr: Any
     return proc
 
 
+def idle_cpu_share(proc: subprocess.Popen[bytes], seconds: float = 3.0) -> float:
+    """The share of one core `proc` used over `seconds` (user + system time from /proc)."""
+    stat = Path(f"/proc/{proc.pid}/stat")
+
+    def cpu() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    c0, t0 = cpu(), time.monotonic()
+    time.sleep(seconds)
+    return (cpu() - c0) / (time.monotonic() - t0)
+
+
 STARTED: list[subprocess.Popen[bytes]] = []  # workers started by the running test
 
 

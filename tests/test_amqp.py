@@ -27,7 +27,7 @@ from chute.brokers.amqp import AMQPBroker
 from chute.brokers.base import Outgoing
 from chute.errors import BrokerUnavailable
 from conftest import require_service
-from helpers import TESTS, env_for, start_worker, stop, wait_for
+from helpers import TESTS, env_for, idle_cpu_share, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -299,20 +299,12 @@ def test_quorum_queues_deliver_delay_and_dead_letter(vhost: str, results_url: st
 def test_an_idle_worker_uses_almost_no_cpu(url: str) -> None:
     w = start_worker(url, "apps.basic:app")
     try:
-        stat = Path(f"/proc/{w.pid}/stat")
-        if not stat.exists():
+        if not Path(f"/proc/{w.pid}/stat").exists():
             pytest.skip("needs /proc")
         app = chute.App(url)
         wait_for(app.broker.workers, timeout=20, what="worker up")
         time.sleep(0.5)
-
-        def cpu() -> float:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-        c0, t0 = cpu(), time.monotonic()
-        time.sleep(3)
-        share = (cpu() - c0) / (time.monotonic() - t0)
+        share = idle_cpu_share(w)
         assert share < 0.02, f"idle worker used {share:.1%} of a core"
         app.close()
     finally:

@@ -13,7 +13,7 @@ import pytest
 
 import chute
 from chute import State
-from helpers import env_for, sqlite_db, start_worker, stop, wait_for
+from helpers import env_for, idle_cpu_share, sqlite_db, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -161,20 +161,12 @@ def test_supervisor_restarts_a_killed_worker_process(app: chute.App, url: str) -
 def test_idle_worker_uses_almost_no_cpu(url: str) -> None:
     w = start_worker(url, "apps.basic:app")
     try:
-        stat = Path(f"/proc/{w.pid}/stat")
-        if not stat.exists():
+        if not Path(f"/proc/{w.pid}/stat").exists():
             pytest.skip("needs /proc")
         app = chute.App(url)
         wait_for(app.broker.workers, what="worker up")
         time.sleep(0.5)
-
-        def cpu() -> float:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-        c0, t0 = cpu(), time.monotonic()
-        time.sleep(3)
-        share = (cpu() - c0) / (time.monotonic() - t0)
+        share = idle_cpu_share(w)
         assert share < 0.02, f"idle worker used {share:.1%} of a core"
     finally:
         stop(w)

@@ -566,11 +566,7 @@ class AMQPBroker:
         with self._link() as link:
             self._prepare(link, outs)
         self._send([self._frame(o, now) for o in outs])
-        with c.io:
-            with c.cond:
-                for m in messages:
-                    c.held.pop(m.tag, None)
-            c.settle([(True, m.tag) for m in messages])
+        c.settle_held([(True, m) for m in messages])
 
     @_guarded
     def ack(self, deliveries: Sequence[Delivery]) -> int:
@@ -629,11 +625,7 @@ class AMQPBroker:
             copied = True
         except ChuteError:
             copied = False
-        with c.io:
-            with c.cond:
-                for m, _ in back:
-                    c.held.pop(m.tag, None)
-            c.settle([(copied, m.tag) for m, _ in back])
+        c.settle_held([(copied, m) for m, _ in back])
 
     @_guarded
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> list[bool]:

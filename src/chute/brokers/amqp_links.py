@@ -337,6 +337,14 @@ class Consumer:
         finally:
             self.io.release()
 
+    def settle_held(self, outcomes: Sequence[tuple[bool, Message]]) -> None:
+        """Take held messages out of `held` and ack (True) or requeue (False) them, in one go."""
+        with self.io:
+            with self.cond:
+                for _, m in outcomes:
+                    self.held.pop(m.tag, None)
+            self.settle([(ack, m.tag) for ack, m in outcomes])
+
     def stop(self) -> list[Message]:
         """Stop consuming; what was prefetched moves to `held`, marked settling, for the caller to give
         back (leased messages stay held)."""
