@@ -55,6 +55,11 @@ def add_vhost(name: str) -> None:
     _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
 
 
+def set_policy(vhost: str, name: str, pattern: str, definition: str) -> None:
+    """A policy on the queues of `vhost` whose names match `pattern` (JSON `definition`)."""
+    _ctl("set_policy", "-p", vhost, "--apply-to", "queues", name, pattern, definition)
+
+
 def delete_vhost(name: str) -> None:
     _ctl("delete_vhost", name)
 

@@ -7,14 +7,17 @@ restart test runs a RabbitMQ node of its own and never touches the shared one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
@@ -62,6 +65,35 @@ def ran(log: Path) -> list[tuple[int, int]]:
     if not log.exists():
         return []
     return [(int(v), int(p)) for v, p in (line.split() for line in log.read_text().splitlines() if line.strip())]
+
+
+class LoopThread:
+    """An event loop on a thread of its own, kept for a whole test; records its worst timer lateness."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.worst_lag = 0.0
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._tick(), self.loop)
+
+    async def _tick(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.worst_lag = max(self.worst_lag, time.perf_counter() - t - 0.005)
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self, app: chute.App) -> None:
+        self.call(app.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
 
 
 def plain(url: str) -> pika.BlockingConnection:
@@ -344,6 +376,7 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
     monkeypatch.setenv("CHUTE_RESULTS_URL", f"sqlite:///{tmp_path}/results.db")
     log = tmp_path / "ran.log"
     app = producer(url)
+    loop = LoopThread()
     workers: list[subprocess.Popen[bytes]] = []
     try:
         workers = [start_worker(url, "apps.basic:app", "-c", "4", CHUTE_TEST_LOG=str(log)) for _ in range(2)]
@@ -354,15 +387,26 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
         for i in range(400, 450):  # delayed ones fall due during the outage
             app.send_task("apps.basic.sleep_then", [0.0, i], countdown=1.5)
             confirmed.append(i)
+        for i in range(500, 550):  # and from an event loop that lives through the outage (aio-pika)
+            loop.call(app.send_task_async("apps.basic.sleep_then", [0.0, i]))
+            confirmed.append(i)
         wait_for(lambda: len(ran(log)) >= 50, timeout=30, what="work under way")
         node.stop(signal.SIGKILL)
         t0 = time.monotonic()
         with pytest.raises(BrokerUnavailable):
             app.send_task("apps.basic.sleep_then", [0.0, -1])
         assert time.monotonic() - t0 < 5
+        t0, loop.worst_lag = time.monotonic(), 0.0
+        with pytest.raises(BrokerUnavailable):
+            loop.call(app.send_task_async("apps.basic.sleep_then", [0.0, -2]))
+        assert time.monotonic() - t0 < 6
+        assert loop.worst_lag < 0.05  # the failing publish waited without blocking the loop
         node.start()
         for i in range(1000, 1100):
             app.send_task("apps.basic.sleep_then", [0.0, i])
+            confirmed.append(i)
+        for i in range(1100, 1150):  # the same loop reconnects
+            loop.call(app.send_task_async("apps.basic.sleep_then", [0.0, i]))
             confirmed.append(i)
         wait_for(lambda: set(confirmed) <= {v for v, _ in ran(log)}, timeout=90,
                  what="every confirmed enqueue to run after the restart")
@@ -370,5 +414,6 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
     finally:
         for w in workers:
             stop(w)
+        loop.close(app)
         app.close()
         node.stop()

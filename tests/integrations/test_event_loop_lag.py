@@ -1,5 +1,5 @@
 """A real FastAPI (uvicorn) or Tornado server enqueues 5,000 tasks/s; a 1 ms timer in its own event
-loop must never be late by 5 ms or more at the 99th percentile, on SQLite and on Redis."""
+loop must never be late by 5 ms or more at the 99th percentile, on SQLite, Redis and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import http.client
 import json
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import broker_url, results_url
 from helpers import TESTS
 from web import BROKERS, broker, free_port, process
 
@@ -23,46 +27,70 @@ SERVERS = {
 }
 
 
-def drive(port: int, each: bool) -> dict[str, Any]:
-    """One keep-alive client sending PER_REQUEST tasks a request, paced to RATE tasks/s, then the lag."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def drive(port: int, each: bool, clients: int = 1) -> dict[str, Any]:
+    """`clients` keep-alive clients together sending PER_REQUEST tasks a request, paced to RATE tasks/s,
+    then the server's lag report."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(clients)]
 
-    def post(path: str) -> Any:
+    def post(conn: http.client.HTTPConnection, path: str) -> Any:
         conn.request("POST", path)
         resp = conn.getresponse()
         assert resp.status == 200, resp.read()
         return json.loads(resp.read())
 
-    try:
-        post(f"/enqueue?n={PER_REQUEST}")  # warm: connections, scripts
-        post("/lag/start")
-        sent, t0 = 0, time.perf_counter()
+    def client(conn: http.client.HTTPConnection, t0: float) -> int:
+        sent = 0
         while time.perf_counter() - t0 < SECONDS:
-            sent += post(f"/enqueue?n={PER_REQUEST}&each={int(each)}")["sent"]
-            ahead = t0 + sent / RATE - time.perf_counter()
+            sent += post(conn, f"/enqueue?n={PER_REQUEST}&each={int(each)}")["sent"]
+            ahead = t0 + sent * clients / RATE - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)  # the client's pacing, not a wait for work
+        return sent
+
+    try:
+        for conn in conns:
+            post(conn, f"/enqueue?n={PER_REQUEST}")  # warm: connections, scripts
+        post(conns[0], "/lag/start")
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            sent = sum(pool.map(lambda c: client(c, t0), conns))
         rate = sent / (time.perf_counter() - t0)
-        conn.request("GET", "/lag")
-        report = json.loads(conn.getresponse().read())
+        conns[0].request("GET", "/lag")
+        report: dict[str, Any] = json.loads(conns[0].getresponse().read())
         report["rate"] = rate
         return report
     finally:
-        conn.close()
+        for conn in conns:
+            conn.close()
+
+
+@contextmanager
+def served_broker(kind: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The broker URL and the server's extra environment (RabbitMQ: where its results go)."""
+    if kind != "amqp":
+        with broker(kind, tmp_path) as url:
+            yield url, {}
+        return
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    with broker_url(kind, tmp_path) as url:
+        yield url, {"CHUTE_RESULTS_URL": str(results_url(kind, tmp_path))}
 
 
 @pytest.mark.parametrize("mode", ["batches", "single-sends"])
-@pytest.mark.parametrize("kind", BROKERS)
+@pytest.mark.parametrize("kind", [*BROKERS, "amqp"])
 @pytest.mark.parametrize("server", sorted(SERVERS))
 def test_event_loop_lag_while_enqueueing_5000_per_second(server: str, kind: str, mode: str, tmp_path: Path) -> None:
     """Batches: each request sends one send_many_async of 20. Single sends: each request makes 20
-    concurrent delay_async calls (grouped into shared round trips by chute.aio)."""
+    concurrent delay_async calls (grouped into shared round trips by chute.aio). One client sends
+    the requests one after another; on RabbitMQ, whose confirms alone take 3-5 ms for a batch of 20
+    here (a wait on the server, not on the loop), four clients share the rate, as a served site's do."""
     runs = []
     for attempt in range(3):  # best of up to 3: other processes on a shared machine can delay any run,
         port = free_port()    # while a blocking call on the loop would show in every one
         cmd = [part.replace("{port}", str(port)) for part in SERVERS[server]]
-        with broker(kind, tmp_path / str(attempt)) as url, process(cmd, url, cwd=TESTS, port=port):
-            runs.append(drive(port, each=mode == "single-sends"))
+        with served_broker(kind, tmp_path / str(attempt)) as (url, extra), \
+                process(cmd, url, cwd=TESTS, port=port, **extra):
+            runs.append(drive(port, each=mode == "single-sends", clients=4 if kind == "amqp" else 1))
         print(f"{server}/{kind}/{mode}: {runs[-1]}")
         if runs[-1]["p99_ms"] < 5.0:
             break

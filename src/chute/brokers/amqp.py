@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import msgspec
@@ -153,6 +153,7 @@ class AMQPBroker:
         self._bookkeeping: Broker | None = None
         self._my_workers: set[str] = set()
         self._recorder: StartedRecorder | None = None
+        self._aio: Any = None  # amqp_async.AsyncAMQP, made on the first async publish
 
     @classmethod
     def from_url(cls, url: str) -> AMQPBroker:
@@ -332,8 +333,17 @@ class AMQPBroker:
     # -- producing -----------------------------------------------------------------------------
     @_guarded
     def publish(self, messages: Sequence[Outgoing]) -> list[str]:
-        if not messages:
-            return []
+        ids, todo, drops = self._before_send(messages)
+        if todo:
+            self._send([self._frame(m, time.time()) for m in todo])
+            self._after_send(drops)
+        return ids
+
+    @_guarded
+    def _before_send(self, messages: Sequence[Outgoing]) -> tuple[list[str], list[Outgoing], dict[str, int]]:
+        """What a publish does before its frames go out: claim idempotency keys, declare what these
+        messages need, check max_length, write the QUEUED marks. Returns the id of each message, the
+        messages still to send and the queues to trim afterwards (on_full="drop_oldest", their limits)."""
         ids: list[str] = []
         todo: list[Outgoing] = []
         for m in messages:
@@ -342,7 +352,7 @@ class AMQPBroker:
             if held is None:
                 todo.append(m)
         if not todo:
-            return ids
+            return ids, [], {}
         limits = {m.queue: (m.max_length, m.on_full) for m in todo if m.max_length is not None and m.topic is None}
         with self._link() as link:
             self._prepare(link, todo)
@@ -350,13 +360,31 @@ class AMQPBroker:
                 if on_full != "drop_oldest":
                     self._check_room(link, queue, limit or 0, sum(1 for m in todo if m.queue == queue))
         self._mark_queued([m for m in todo if m.topic is None])
-        self._send([self._frame(m, time.time()) for m in todo])
-        if any(on_full == "drop_oldest" for _, on_full in limits.values()):
+        return ids, todo, {q: limit or 0 for q, (limit, on_full) in limits.items() if on_full == "drop_oldest"}
+
+    @_guarded
+    def _after_send(self, drops: dict[str, int]) -> None:
+        if drops:
             with self._link() as link:
-                for queue, (limit, on_full) in limits.items():
-                    if on_full == "drop_oldest":
-                        self._drop_oldest(link, queue, limit or 0)
-        return ids
+                for queue, limit in drops.items():
+                    self._drop_oldest(link, queue, limit)
+
+    def _is_plain(self, messages: Sequence[Outgoing]) -> bool:
+        """True if publishing these needs nothing but their QUEUED marks and frames: no idempotency key,
+        no max_length, every queue, delay level and exchange already declared by this process."""
+        now = time.time()
+        for m in messages:
+            if m.idempotency_key is not None or m.max_length is not None:
+                return False
+            if m.topic is not None:
+                if "topics" not in self._declared:
+                    return False
+            elif m.eta is not None and m.eta > now:
+                if self._levels.get(m.queue, -1) < _level(m.eta - now):
+                    return False
+            elif m.queue not in self._declared:
+                return False
+        return self._store is not None
 
     def _mark_queued(self, messages: Sequence[Outgoing]) -> None:
         """QUEUED marks in the result store for tasks without a record, written before the messages
@@ -422,15 +450,22 @@ class AMQPBroker:
                                             ) from None
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
-        for props in returned:  # unroutable: an event no group wants, or a queue deleted behind our back
-            topic = (props.headers or {}).get(H_TOPIC)
+        self._confirmed(len(frames), len(nacked), [(props.headers, props.message_id) for props in returned])
+
+    def _confirmed(self, sent: int, nacked: int, returned: Sequence[tuple[dict[str, Any] | None, Any]]) -> None:
+        """Judge a confirmed publish: count events no group wanted; raise for a returned task message
+        (its queue was deleted) or for messages RabbitMQ refused. `returned` holds (headers, message id)."""
+        for headers, message_id in returned:  # unroutable: an event no group wants, or a queue deleted
+            topic = (headers or {}).get(H_TOPIC)
             if topic is not None:
                 self._count(f"chute.unrouted:{_text(topic)}", 1)
             else:
-                raise BrokerError(f"RabbitMQ returned message {props.message_id} as unroutable: its queue was "
+                self._declared.clear()  # declare anew on the next publish
+                self._levels.clear()
+                raise BrokerError(f"RabbitMQ returned message {message_id} as unroutable: its queue was "
                                   "deleted while this process used it; publish again to declare it anew")
         if nacked:
-            raise QueueFull(f"RabbitMQ refused {len(nacked)} of {len(frames)} message(s) (basic.nack: a "
+            raise QueueFull(f"RabbitMQ refused {nacked} of {sent} message(s) (basic.nack: a "
                             "max-length policy with overflow=reject-publish, or a server error)")
 
     def _claim_key(self, m: Outgoing) -> str | None:
@@ -850,10 +885,28 @@ class AMQPBroker:
     def read_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
         return self._books().read_events(after, limit)
 
+    # -- asyncio: the same frames on aio-pika (amqp_async.py) ----------------------------------
+    async def publish_async(self, messages: Sequence[Outgoing]) -> list[str]:
+        if self._aio is None:
+            try:
+                from .amqp_async import AsyncAMQP
+            except ImportError as exc:
+                raise ChuteError(f"the asyncio side of the RabbitMQ broker needs aio-pika ({exc}): "
+                                 "pip install 'chute[amqp]'") from None
+            self._aio = AsyncAMQP(self)
+        return cast(list[str], await self._aio.publish(messages))
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connection (the sync ones stay open)."""
+        if self._aio is not None:
+            await self._aio.aclose()
+
     def close(self) -> None:
         if self._consumer is not None and self._pid == os.getpid():
             self._closer()
         self._consumer = None
+        if self._aio is not None:
+            self._aio.close()
         self._pool.close()
         if self._owns_store and self._store is not None:
             close_store(self._store)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from ..results import ResultBackend, ResultRecord
 from ..states import State
@@ -92,6 +93,27 @@ class StartedRecorder:
 
     def wait(self, task_id: str, timeout: float | None) -> ResultRecord | None:
         return self.inner.wait(task_id, timeout)
+
+    # the store's asyncio twins where it has them (Redis); absent otherwise, so callers use a thread
+    @property
+    def get_async(self) -> Callable[[str], Awaitable[ResultRecord | None]]:
+        native = getattr(self.inner, "get_async", None)
+        if native is None:
+            raise AttributeError("get_async")
+
+        async def get(task_id: str) -> ResultRecord | None:
+            rec: ResultRecord | None = await native(task_id)
+            mark = self._pending.get(task_id)
+            return mark if mark is not None and (rec is None or not rec.state.finished) else rec
+
+        return get
+
+    @property
+    def wait_async(self) -> Callable[[str, float | None], Awaitable[ResultRecord | None]]:
+        native = getattr(self.inner, "wait_async", None)
+        if native is None:
+            raise AttributeError("wait_async")
+        return cast(Callable[[str, float | None], Awaitable[ResultRecord | None]], native)
 
     def purge_expired(self) -> int:
         return self.inner.purge_expired()

@@ -388,6 +388,9 @@ class RedisBroker:
     async def publish_async(self, messages: Sequence[Outgoing]) -> list[str]:
         return cast(list[str], await self._async().publish(messages))
 
+    async def queued_async(self, records: Sequence[ResultRecord]) -> None:
+        await self._async().queued(records)
+
     async def get_async(self, task_id: str) -> ResultRecord | None:
         return cast(ResultRecord | None, await self._async().get(task_id))
 

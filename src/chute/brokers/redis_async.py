@@ -17,7 +17,8 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +37,20 @@ if TYPE_CHECKING:
     from .redis import RedisBroker
 
 
+@contextmanager
+def _errors(url: str, unavailable: str = "") -> Iterator[None]:
+    """redis-py's errors as chute's: BrokerUnavailable when the server cannot be reached."""
+    try:
+        yield
+    except redis.AuthenticationError as exc:
+        raise BrokerError(f"Redis at {url} refused the credentials ({exc}); check the URL's user and password"
+                          ) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise BrokerUnavailable(f"Redis at {url} is unreachable ({exc}){unavailable}") from None
+    except redis.RedisError as exc:
+        raise BrokerError(f"Redis at {url}: {exc}") from None
+
+
 class _LoopClient:
     """A redis.asyncio client and its scripts, bound to one event loop."""
 
@@ -47,6 +62,7 @@ class _LoopClient:
         self.redis = aioredis.Redis(connection_pool=pool)
         self.enqueue = self.redis.register_script(lua.ENQUEUE)
         self.publish = self.redis.register_script(lua.PUBLISH)
+        self.queued_marks = self.redis.register_script(lua.QUEUED_MARKS)
         self.keeper: AsyncIterator[None] | None = None
 
 
@@ -89,16 +105,8 @@ class AsyncRedis:
 
     # -- producing -----------------------------------------------------------------------------
     async def publish(self, messages: Sequence[Outgoing]) -> list[str]:
-        try:
+        with _errors(self._broker.url, "; nothing was done, try again when it is back"):
             return await self._publish(await self._client(), messages)
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"Redis at {self._broker.url} refused the credentials ({exc}); check the URL's user and "
-                              "password") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc}); nothing was done, "
-                                    "try again when it is back") from None
-        except redis.RedisError as exc:
-            raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
 
     async def _publish(self, c: _LoopClient, messages: Sequence[Outgoing]) -> list[str]:
         b = self._broker
@@ -124,31 +132,27 @@ class AsyncRedis:
         return publish_reply(await c.publish(call.keys, call.args), call, plan)
 
     # -- results -------------------------------------------------------------------------------
+    async def queued(self, records: Sequence[ResultRecord]) -> None:
+        """QUEUED marks where the tasks have no record (RedisBroker.queued), for a broker that keeps its
+        messages elsewhere (RabbitMQ) and its results here."""
+        if not records:
+            return
+        b = self._broker
+        with _errors(b.url, "; nothing was done, try again when it is back"):
+            c = await self._client()
+            await c.queued_marks([b._rkey(r.task_id) for r in records], [r.queue for r in records])
+
     async def get(self, task_id: str) -> ResultRecord | None:
         from .redis import _record
 
-        try:
+        with _errors(self._broker.url):
             c = await self._client()
             return _record(task_id, await c.redis.hmget(self._broker._rkey(task_id), ["r", "s", "q"]))
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"Redis at {self._broker.url} refused the credentials ({exc}); check the URL's user and "
-                              "password") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc})") from None
-        except redis.RedisError as exc:
-            raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
 
     async def wait(self, task_id: str, timeout: float | None) -> ResultRecord | None:
         """Sleep in Redis (BLPOP on a wake-up list of our own) until the task finishes or `timeout`."""
-        try:
+        with _errors(self._broker.url):
             return await self._wait(await self._client(), task_id, timeout)
-        except redis.AuthenticationError as exc:
-            raise BrokerError(f"Redis at {self._broker.url} refused the credentials ({exc}); check the URL's user and "
-                              "password") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BrokerUnavailable(f"Redis at {self._broker.url} is unreachable ({exc})") from None
-        except redis.RedisError as exc:
-            raise BrokerError(f"Redis at {self._broker.url}: {exc}") from None
 
     async def _wait(self, c: _LoopClient, task_id: str, timeout: float | None) -> ResultRecord | None:
         from .redis import BLOCK_CHUNK, _decode_record, _record
