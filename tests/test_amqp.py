@@ -30,7 +30,7 @@ from chute.brokers.amqp import AMQPBroker
 from chute.brokers.base import Outgoing
 from chute.errors import BrokerUnavailable
 from conftest import require_service
-from helpers import TESTS, env_for, idle_cpu_share, start_worker, stop, wait_for
+from helpers import env_for, idle_cpu_share, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -199,31 +199,6 @@ def test_plain_pika_producer_and_consumer_speak_the_documented_envelope(url: str
     w = start_worker(url, "apps.basic:app", "-c", "2")
     try:
         assert app.result(by_hand).get(timeout=30) == 42
-    finally:
-        stop(w)
-        app.close()
-
-
-def test_dead_letters_through_the_cli(url: str) -> None:
-    app = producer(url)
-    w = start_worker(url, "apps.basic:app", "-c", "2")
-    try:
-        r = app.send_task("apps.basic.always_fails", ["boom"])
-        wait_for(lambda: r.status is State.DEAD, timeout=30, what="task dead-lettered")
-        cli = [sys.executable, "-m", "chute", "dlq"]
-        env = env_for(url)
-
-        def run(*args: str) -> bytes:
-            return subprocess.run([*cli, *args, "--url", url], env=env, check=True, capture_output=True,
-                                  cwd=str(TESTS)).stdout
-
-        listed = json.loads(run("list", "--json"))
-        assert [d["id"] for d in listed] == [r.id] and "boom" in listed[0]["reason"]
-        assert r.id.encode() in run("show", r.id)
-        assert b"replayed 1" in run("replay", r.id)
-        wait_for(lambda: [d.id for d in app.broker.dead_letters()] == [r.id], timeout=30, what="dead again")
-        run("purge", "--yes", r.id)
-        assert app.broker.dead_letters() == []
     finally:
         stop(w)
         app.close()

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import chute
 from chute import State
 from chute.errors import BrokerUnavailable, InvalidURL
 from conftest import require_service
-from helpers import TESTS, env_for, start_worker, stop, wait_for
+from helpers import start_worker, stop, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 HOST, PORT = "127.0.0.1", 6379
@@ -120,29 +119,6 @@ def test_delayed_messages_promoted_by_several_workers_run_exactly_once(url: str,
     finally:
         for w in workers:
             stop(w)
-        app.close()
-
-
-def test_dead_letters_through_the_cli(url: str) -> None:
-    app = producer(url)
-    worker = start_worker(url, "apps.basic:app", "-c", "2")
-    try:
-        r = app.send_task("apps.basic.always_fails", ["boom"])
-        wait_for(lambda: r.status is State.DEAD, timeout=15, what="task dead-lettered")
-        cli = [sys.executable, "-m", "chute", "dlq"]
-        env = env_for(url)
-        listed = json.loads(subprocess.run([*cli, "list", "--url", url, "--json"], env=env, check=True,
-                                           capture_output=True, cwd=str(TESTS)).stdout)
-        assert [d["id"] for d in listed] == [r.id] and "boom" in listed[0]["reason"]
-        replayed = subprocess.run([*cli, "replay", "--url", url, r.id], env=env, check=True, capture_output=True,
-                                  cwd=str(TESTS))
-        assert b"replayed 1" in replayed.stdout
-        wait_for(lambda: [d.id for d in app.broker.dead_letters()] == [r.id], timeout=15, what="dead again")
-        subprocess.run([*cli, "purge", "--url", url, "--yes", r.id], env=env, check=True, capture_output=True,
-                       cwd=str(TESTS))
-        assert app.broker.dead_letters() == []
-    finally:
-        stop(worker)
         app.close()
 
 
