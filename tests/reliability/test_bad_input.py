@@ -67,20 +67,21 @@ def test_fuzzed_messages_between_valid_ones(url: str, ledger: Path) -> None:
     huge = Outgoing("default", "huge", b'{"v":1,"id":"huge","name":"apps.chaos.work","created":0,"args":["'
                     + b"x" * (10 << 20) + b'"]}')
     app.broker.publish([huge])  # 10 MiB written raw, past the producer's limit
+    cap = len(bad) + 1000  # dead_letters() returns at most `limit`: room for both rounds
     w = start_worker(url, "apps.chaos:app", "-c", "4", CHUTE_LEDGER=str(ledger))
     try:
         wait_for(lambda: set(read_ledger(ledger)) >= ids, timeout=120, what="every valid task")
-        wait_for(lambda: len(app.broker.dead_letters(limit=1000)) == len(bad) + 1, timeout=30, what="the DLQ")
+        wait_for(lambda: len(app.broker.dead_letters(limit=cap)) == len(bad) + 1, timeout=30, what="the DLQ")
         start_rss = rss_kb(w.pid)
         more = {r.id for r in app.send_many([work.s(0) for _ in range(1000)])}
         app.broker.publish([Outgoing("default", f"fuzz2-{i}", fuzzed(rng, valid, i)) for i in range(200)])
         wait_for(lambda: set(read_ledger(ledger)) >= more, timeout=60, what="the second round")
-        wait_for(lambda: len(app.broker.dead_letters(limit=1000)) == len(bad) + 201, timeout=30, what="DLQ 2")
+        wait_for(lambda: len(app.broker.dead_letters(limit=cap)) == len(bad) + 201, timeout=30, what="DLQ 2")
         growth_mb = (rss_kb(w.pid) - start_rss) / 1024
         assert w.poll() is None  # never restarted
     finally:
         stop(w)
-    dead = {d.id: d for d in app.broker.dead_letters(limit=1000)}
+    dead = {d.id: d for d in app.broker.dead_letters(limit=cap)}
     for o in bad:
         kind = dead[o.id].reason.split(":")[0]
         if kind in ("decode_error", "unsupported_version", "unknown_task"):
@@ -88,6 +89,12 @@ def test_fuzzed_messages_between_valid_ones(url: str, ledger: Path) -> None:
         else:  # a well-formed envelope with arguments the task rejects: a task failure, retried, then dead
             assert kind == "TypeError", dead[o.id].reason
     assert dead["huge"].reason.startswith("too_large: 10,485,") and len(dead["huge"].body) > 10 << 20
+    from collections import Counter
+
+    reasons = Counter(d.reason.split(":")[0] for d in dead.values())
+    print(f"{len(ids)} valid + {len(bad)} fuzzed + 1 of 10 MiB, then {len(more)} valid + 200 fuzzed: every valid "
+          f"one ran, {len(dead)} dead-lettered {dict(reasons)}; worker RSS {start_rss / 1024:.1f} MB, "
+          f"grew {growth_mb:+.1f} MB in the second round, never restarted")
     assert growth_mb < 20, f"worker RSS grew {growth_mb:.1f} MB"
 
 

@@ -47,6 +47,8 @@ def test_tampered_and_unsigned_messages_are_dead_lettered(url: str) -> None:
     assert {d.id for d in dead} == {o.id for o in tampered + unsigned}
     assert all(d.reason.startswith("bad_signature") for d in dead)  # no tampered one ran, none was lost
     assert {d.body for d in dead} == {o.body for o in tampered + unsigned}
+    print(f"{n} signed ran once each; {n} tampered and {n // 10} unsigned: {len(dead)} dead-lettered "
+          f"bad_signature, none ran")
 
 
 def test_key_rotation(url: str) -> None:

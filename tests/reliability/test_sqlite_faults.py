@@ -66,6 +66,8 @@ def test_sqlite_crash_loop_keeps_integrity_and_every_commit(url: str, tmp_path: 
     assert acked and enqueued
     assert not acked & present, "an acknowledged message came back"
     assert enqueued - acked - in_doubt <= present, "a committed enqueue was lost"
+    print(f"{scale(30, 1000)} SIGKILLs, integrity ok after each; {len(enqueued)} enqueues committed, "
+          f"{len(acked)} acked (0 came back), {len(in_doubt)} acks in doubt, {len(present)} left, 0 lost")
 
 
 def test_disk_full_is_a_typed_error_and_recovers(tmp_path: Path) -> None:
@@ -139,7 +141,9 @@ def test_write_contention_many_producers_and_workers(url: str, ledger: Path) -> 
         for w in ws:
             stop(w)
     p99 = lat[int(len(lat) * 0.99)]
-    print(f"enqueue latency p50 {lat[len(lat) // 2] * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
+    print(f"{producers} producers x {per_producer} + {workers} workers: {len(ids)} enqueued and processed, "
+          f"0 'database is locked'; enqueue latency p50 {lat[len(lat) // 2] * 1000:.2f} ms, "
+          f"p99 {p99 * 1000:.2f} ms, max {lat[-1] * 1000:.2f} ms")
     assert p99 < 0.05
 
 

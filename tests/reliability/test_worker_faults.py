@@ -16,6 +16,7 @@ import chute
 from chute import State
 from helpers import env_for, sqlite_db, start_worker, stop, wait_for
 from reliability.history import (
+    History,
     integrity,
     kill_while_running,
     ledger_rows,
@@ -112,6 +113,9 @@ def test_producer_killed_mid_publish_loses_no_returned_enqueue(url: str, ledger:
         stop(w)
     if url.startswith("sqlite"):
         assert integrity(sqlite_path(url)) == "ok"
+    h = History(set(returned), read_ledger(ledger))
+    print(f"{scale(20, 100)} producers killed: {len(h.enqueued)} enqueues returned, {len(h.lost)} lost; "
+          f"{len(h.unexpected)} more stored whose return the kill cut off; {len(h.duplicated)} ran twice")
 
 
 def test_poison_task_that_kills_its_process_is_dead_lettered_after_three(url: str, ledger: Path) -> None:
@@ -130,6 +134,8 @@ def test_poison_task_that_kills_its_process_is_dead_lettered_after_three(url: st
     assert read_ledger(ledger)[bad.id] == 3  # delivered three times, then no more
     (dead,) = app.broker.dead_letters()
     assert dead.id == bad.id and dead.reason.startswith("worker_lost")
+    print(f"poison ran {read_ledger(ledger)[bad.id]} times, then dead-lettered {dead.reason!r}; "
+          f"{len(good)} others all ran")
 
 
 def test_always_failing_task_makes_six_attempts_on_the_backoff_then_dlq(url: str, ledger: Path) -> None:
@@ -178,8 +184,7 @@ def test_delays_longer_than_the_lease_run_once_on_time(url: str, ledger: Path) -
     """R3, real-clock form: 1,000 tasks due 3-5 s out, four times the 1 s lease, on two workers.
 
     A delayed message is held by nobody until due (Celery's ETA-in-the-worker runs such tasks once
-    per visibility timeout, celery/kombu#337), so each runs once, none early, none over 1 s late
-    (3 s on RabbitMQ, below).
+    per visibility timeout, celery/kombu#337), so each runs once, none early, none over 1 s late.
     The two-hour form on an injected clock is SQLite's test_wall_clock_jumps_… in test_sqlite_faults.
     """
     rng = seeded()
@@ -205,10 +210,8 @@ def test_delays_longer_than_the_lease_run_once_on_time(url: str, ledger: Path) -
     late = sorted(at - due[tid] for tid, _, _, at in rows)
     assert not early, early[:5]
     # On RabbitMQ a delay travels the delay chain (a dead-lettering hop per set bit of its delay in
-    # 10 ms units, 2-8 here), and 500 due a second is more hops than this 2-core machine's RabbitMQ makes beside the
-    # workers: they arrive up to ~2 s late (docs/brokers/rabbitmq.md, "Delays under load").
-    bound = 3.0 if url.startswith("amqp") else 1.0
-    assert late[-1] < bound, f"latest start {late[-1]:.3f} s after its ETA (p50 {late[500]:.3f} s)"
+    # 10 ms units, 2-8 here): the slowest of the three here (docs/brokers/rabbitmq.md, "Delays under load").
+    assert late[-1] < 1.0, f"latest start {late[-1]:.3f} s after its ETA (p50 {late[500]:.3f} s)"
     print(f"lateness p50 {late[500] * 1000:.0f} ms, max {late[-1] * 1000:.0f} ms")
 
 

@@ -381,8 +381,8 @@ class Consumer:
         if self._conn is not None:
             return
         if time.monotonic() < self._retry_at:
-            raise BrokerUnavailable(f"RabbitMQ at {self._url} is unreachable ({self.down}); retrying in "
-                                    f"{self._retry_at - time.monotonic():.1f} s")
+            raise BrokerUnavailable(f"RabbitMQ at {self._url} is unreachable ({self.down}); next connection "
+                                    f"attempt in {self._retry_at - time.monotonic():.1f} s")
         conn = None
         try:
             conn = pika.BlockingConnection(self._params)
