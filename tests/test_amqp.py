@@ -354,8 +354,9 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
     app = producer(url)
     loop = LoopThread()
     workers: list[subprocess.Popen[bytes]] = []
+    logs = [(tmp_path / f"worker{i}.log").open("wb") for i in range(2)]
     try:
-        workers = [start_worker(url, "apps.basic:app", "-c", "4", CHUTE_TEST_LOG=str(log)) for _ in range(2)]
+        workers = [start_worker(url, "apps.basic:app", "-c", "4", stderr=f, CHUTE_TEST_LOG=str(log)) for f in logs]
         confirmed: list[int] = []
         for i in range(scale(400, 9_800)):  # with the 200 below, 10,000 in the long form (benchmarks/chaos.py)
             app.send_task("apps.basic.sleep_then", [0.01, i])
@@ -368,7 +369,7 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
             confirmed.append(i)
         wait_for(lambda: len(ran(log)) >= 50, timeout=30, what="work under way")
         node.stop(signal.SIGKILL)
-        t0 = time.monotonic()
+        t0 = down_at = time.monotonic()
         with pytest.raises(BrokerUnavailable):
             app.send_task("apps.basic.sleep_then", [0.0, -1])
         assert time.monotonic() - t0 < 5
@@ -378,6 +379,7 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
         assert time.monotonic() - t0 < 6
         assert loop.worst_lag < 0.05  # the failing publish waited without blocking the loop
         node.start()
+        outage = time.monotonic() - down_at
         for i in range(70_000, 70_100):
             app.send_task("apps.basic.sleep_then", [0.0, i])
             confirmed.append(i)
@@ -393,6 +395,13 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
     finally:
         for w in workers:
             stop(w)
+        for f in logs:
+            f.close()
         loop.close(app)
         app.close()
         node.stop()
+    for i in range(2):  # at most about one error line a second while it was down, and word of the recovery
+        lines = (tmp_path / f"worker{i}.log").read_text().splitlines()
+        errors = [line for line in lines if " ERROR " in line]
+        assert len(errors) <= outage + 2, f"{len(errors)} error lines in a {outage:.1f} s outage: {errors}"
+        assert any("reachable again" in line for line in lines), lines
