@@ -373,45 +373,36 @@ class AMQPBroker:
         """True if publishing these needs nothing but their QUEUED marks and frames: no idempotency key,
         no max_length, every queue, delay level and exchange already declared by this process."""
         now = time.time()
-        for m in messages:
-            if m.idempotency_key is not None or m.max_length is not None:
-                return False
-            if m.topic is not None:
-                if "topics" not in self._declared:
-                    return False
-            elif m.eta is not None and m.eta > now:
-                if self._levels.get(m.queue, -1) < _level(m.eta - now):
-                    return False
-            elif m.queue not in self._declared:
-                return False
-        return self._store is not None
+        return self._store is not None and not any(
+            m.idempotency_key is not None or m.max_length is not None or self._undeclared(m, now) for m in messages)
+
+    def _undeclared(self, m: Outgoing, now: float) -> Callable[[Any], None] | None:
+        """What `m` needs declared that this process has not declared yet (a call taking a channel), or None."""
+        if m.topic is not None:
+            return None if "topics" in self._declared else self._declare_topics
+        if m.eta is not None and m.eta > now:
+            level = _level(m.eta - now)
+            if self._levels.get(m.queue, -1) >= level:
+                return None
+            return lambda ch: self._declare_delays(ch, m.queue, level)
+        return None if m.queue in self._declared else lambda ch: self._declare_queue(ch, m.queue)
 
     def _mark_queued(self, messages: Sequence[Outgoing]) -> None:
         """QUEUED marks in the result store for tasks without a record, written before the messages
         exist (so no worker's STARTED can come first): RabbitMQ cannot answer for a task it holds, as
         SQLite and Redis do. One batch write; a publish that then fails leaves marks for a day."""
         if messages:
-            now = time.time()
-            self._results().queued([ResultRecord(m.id, State.QUEUED, queue=m.queue, updated_at=now,
-                                                 expires_at=now + QUEUED_TTL) for m in messages])
+            self._results().queued(_queued_records(messages))
 
     def _prepare(self, link: Link, messages: Sequence[Outgoing]) -> None:
         """Declare, once per process, every queue, delay level or exchange these messages need."""
         ch = None
         now = time.time()
         for m in messages:
-            level = _level(m.eta - now) if m.topic is None and m.eta is not None and m.eta > now else -1
-            if m.topic is not None:
-                if "topics" not in self._declared:
-                    ch = ch or link.admin()
-                    self._declare_topics(ch)
-            elif level >= 0:
-                if self._levels.get(m.queue, -1) < level:
-                    ch = ch or link.admin()
-                    self._declare_delays(ch, m.queue, level)
-            elif m.queue not in self._declared:
+            declare = self._undeclared(m, now)
+            if declare is not None:
                 ch = ch or link.admin()
-                self._declare_queue(ch, m.queue)
+                declare(ch)
 
     def _frame(self, m: Outgoing, now: float, headers: dict[str, Any] | None = None) -> tuple[str, str, bytes, Any]:
         """(exchange, routing key, body, properties) for one message: straight to its queue, into the
@@ -910,6 +901,13 @@ class AMQPBroker:
         self._pool.close()
         if self._owns_store and self._store is not None:
             close_store(self._store)
+
+
+def _queued_records(messages: Sequence[Outgoing]) -> list[ResultRecord]:
+    """The QUEUED marks for messages about to be published (kept a day if no worker moves them on)."""
+    now = time.time()
+    return [ResultRecord(m.id, State.QUEUED, queue=m.queue, updated_at=now, expires_at=now + QUEUED_TTL)
+            for m in messages]
 
 
 def _deliveries_before(m: Message) -> int:

@@ -31,8 +31,6 @@ from aiormq.abc import ChannelFrame
 from pamqp.header import ContentHeader
 
 from ..errors import BrokerError, BrokerUnavailable
-from ..results import ResultRecord
-from ..states import State
 from .amqp_links import REQUEST_TIMEOUT
 from .base import Outgoing
 
@@ -55,15 +53,9 @@ class _LoopLink:
 
     def __init__(self, connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel) -> None:
         self.connection, self.channel = connection, channel
-        self.exchanges: dict[str, aio_pika.abc.AbstractExchange] = {"": channel.default_exchange}
         self.keeper: AsyncIterator[None] | None = None
         self.batches: bool | None = None  # whether _publish_batch can drive this channel (known on first use)
-
-    async def exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
-        ex = self.exchanges.get(name)
-        if ex is None:  # declared by the sync side (AMQPBroker._prepare) before any frame names it
-            ex = self.exchanges[name] = await self.channel.get_exchange(name, ensure=False)
-        return ex
+        self.methods: dict[tuple[str, str], bytes] = {}  # marshalled basic.publish frames, per (exchange, key)
 
     @property
     def usable(self) -> bool:
@@ -151,12 +143,10 @@ class AsyncAMQP:
         """The sync side's `_mark_queued`, natively where the result store has an asyncio twin."""
         if not messages:
             return
-        store = self._broker._results()
-        now = time.time()
-        from .amqp import QUEUED_TTL
+        from .amqp import _queued_records
 
-        records = [ResultRecord(m.id, State.QUEUED, queue=m.queue, updated_at=now, expires_at=now + QUEUED_TTL)
-                   for m in messages]
+        store = self._broker._results()
+        records = _queued_records(messages)
         native = getattr(store, "queued_async", None)
         if native is not None:
             await native(records)
@@ -222,7 +212,7 @@ class AsyncAMQP:
         if link.batches is None:
             link.batches = _can_batch(channel)
         if link.batches:
-            return await _publish_batch(channel, frames)
+            return await _publish_batch(channel, link.methods, frames)
         sends = [channel.basic_publish(body, exchange=exchange, routing_key=key, mandatory=True,
                                        properties=_properties(props))
                  for exchange, key, body, props in frames]
@@ -253,7 +243,8 @@ def _can_batch(channel: Any) -> bool:
     return bool(getattr(channel, "publisher_confirms", False)) and all(hasattr(channel, a) for a in _BATCH_ATTRS)
 
 
-async def _publish_batch(channel: Any, frames: Sequence[tuple[str, str, bytes, Any]]) -> list[Any]:
+async def _publish_batch(channel: Any, methods: dict[tuple[str, str], bytes],
+                         frames: Sequence[tuple[str, str, bytes, Any]]) -> list[Any]:
     """The frames of a batch in a few writes, then every confirm awaited.
 
     aiormq's `basic_publish` costs a task, a lock, a queue put and a socket write per message (about
@@ -268,15 +259,15 @@ async def _publish_batch(channel: Any, frames: Sequence[tuple[str, str, bytes, A
     for start in range(0, len(frames), CHUNK):
         if start:
             await asyncio.sleep(0)
-        confirms += await _write_chunk(channel, frames[start:start + CHUNK])
+        confirms += await _write_chunk(channel, methods, frames[start:start + CHUNK])
     return list(await asyncio.gather(*confirms, return_exceptions=True))
 
 
-async def _write_chunk(channel: Any, frames: Sequence[tuple[str, str, bytes, Any]]) -> list[asyncio.Future[Any]]:
+async def _write_chunk(channel: Any, methods: dict[tuple[str, str], bytes],
+                       frames: Sequence[tuple[str, str, bytes, Any]]) -> list[asyncio.Future[Any]]:
     parts: list[bytes] = []
     confirms: list[asyncio.Future[Any]] = []
     number = channel.number
-    methods = _METHODS.setdefault(number, {})
     async with channel.lock:  # tags in the order the frames are written
         first = channel.delivery_tag
         try:
@@ -307,9 +298,6 @@ async def _write_chunk(channel: Any, frames: Sequence[tuple[str, str, bytes, Any
             channel.delivery_tag = first
             raise
     return confirms
-
-
-_METHODS: dict[int, dict[tuple[str, str], bytes]] = {}  # channel number -> marshalled basic.publish frames
 
 
 def _forget_id(channel: Any, message_id: str, tag: int, _: object) -> None:
