@@ -120,6 +120,17 @@ def app_on(kind: str, tmp_path: Path, **options: Any) -> Iterator[Any]:
             app.close()
 
 
+@pytest.fixture(params=["sqlite", "redis", "amqp"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh broker of each durable kind; RabbitMQ's results in a SQLite file of the test's, for the
+    test, its workers and its CLI runs alike (CHUTE_RESULTS_URL)."""
+    results = results_url(request.param, tmp_path)
+    if results is not None:
+        monkeypatch.setenv("CHUTE_RESULTS_URL", results)
+    with broker_url(request.param, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/chute.db"

@@ -30,7 +30,7 @@ from chute.brokers.amqp import AMQPBroker
 from chute.brokers.base import Outgoing
 from chute.errors import BrokerUnavailable
 from conftest import require_service
-from helpers import env_for, idle_cpu_share, start_worker, stop, wait_for
+from helpers import env_for, start_worker, stop, wait_for
 from reliability.history import scale
 
 pytestmark = pytest.mark.timeout(180)
@@ -302,21 +302,6 @@ def test_quorum_queues_deliver_delay_and_dead_letter(vhost: str, results_url: st
     assert broker.ack([b]) == 1
     assert [(d.id, d.reason) for d in broker.dead_letters("q")] == [("a", "poison")]
     app.close()
-
-
-def test_an_idle_worker_uses_almost_no_cpu(url: str) -> None:
-    w = start_worker(url, "apps.basic:app")
-    try:
-        if not Path(f"/proc/{w.pid}/stat").exists():
-            pytest.skip("needs /proc")
-        app = chute.App(url)
-        wait_for(app.broker.workers, timeout=20, what="worker up")
-        time.sleep(0.5)
-        share = idle_cpu_share(w)
-        assert share < 0.02, f"idle worker used {share:.1%} of a core"
-        app.close()
-    finally:
-        stop(w)
 
 
 def test_an_unreachable_server_fails_fast_and_masks_the_password() -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import chute
 from chute import State
-from conftest import broker_url, results_url
 from helpers import TESTS, env_for, start_worker, stop, wait_for
 
 
@@ -62,17 +60,6 @@ def test_send_refuses_bad_input(url: str, args: list[str], message: str) -> None
     out = chute_cmd(url, "send", "apps.basic.add", *args)
     assert out.returncode == 2 and message in out.stderr
     assert json.loads(chute_cmd(url, "status", "--json").stdout)["queues"] == []
-
-
-@pytest.fixture(params=["sqlite", "redis", "amqp"])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh broker of each durable kind; RabbitMQ's results in a SQLite file of the test's, for the
-    test, its workers and its CLI runs alike (CHUTE_RESULTS_URL)."""
-    results = results_url(request.param, tmp_path)
-    if results is not None:
-        monkeypatch.setenv("CHUTE_RESULTS_URL", results)
-    with broker_url(request.param, tmp_path) as url:
-        yield url
 
 
 def test_dlq_list_show_replay_purge(any_url: str) -> None:

@@ -1,0 +1,143 @@
+"""An idle SQLite consumer sleeps on the write-ahead log (inotify) and wakes when any process commits."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import chute
+from chute.brokers import sqlite_watch
+from chute.brokers.sqlite import SQLiteBroker
+from chute.brokers.sqlite_watch import WalWatch
+from helpers import env_for
+
+pytestmark = [pytest.mark.timeout(60),
+              pytest.mark.skipif(sqlite_watch.INotify is None, reason="inotify is Linux's")]
+
+SEND_LATER = """
+import sys, time, chute
+time.sleep(float(sys.argv[2]))
+app = chute.App(sys.argv[1])
+app.task(name="apps.basic.add")(lambda a, b: a + b).delay(1, 2)
+print(time.time(), flush=True)
+app.close()
+"""
+
+
+def send_later(url: str, after: float) -> subprocess.Popen[str]:
+    """Another process that enqueues one task `after` seconds from now and prints when it returned."""
+    return subprocess.Popen([sys.executable, "-c", SEND_LATER, url, str(after)], env=env_for(url),
+                            stdout=subprocess.PIPE, text=True)
+
+
+def sent_at(proc: subprocess.Popen[str]) -> float:
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    return float(out.split()[-1])
+
+
+def test_a_sleep_on_the_watch_ends_when_another_process_commits(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/w.db"
+    app = chute.App(url)
+    broker = app.broker
+    assert isinstance(broker, SQLiteBroker) and broker._watch.watching
+    assert broker.fetch(["default"], 1, 30, 0) == []  # the log file exists while a connection is open
+    quiet = time.monotonic()
+    assert broker._watch.sleep(0.3) is False  # nothing written: the whole sleep
+    assert time.monotonic() - quiet >= 0.29
+    sender = send_later(url, 0.5)
+    t0 = time.monotonic()
+    while not broker._watch.sleep(10):  # the sender's own start-up reads do not count; its commit does
+        assert time.monotonic() - t0 < 20
+    woke = time.time()
+    assert woke - sent_at(sender) < 0.5  # ended by the commit, not by the 10 s timeout
+    assert [d.queue for d in broker.fetch(["default"], 10, 30, 1)] == ["default"]
+    app.close()
+
+
+@pytest.mark.parametrize("inotify", ["watching", "unavailable"])
+def test_an_idle_fetch_takes_another_process_s_task_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              inotify: str) -> None:
+    """Watching, a fetch long idle wakes on the commit; without inotify (the per-user instance limit
+    reached) it falls back to polling every 25 ms. Either way the task is taken within 100 ms."""
+    if inotify == "unavailable":
+        def no_more_instances() -> None:
+            raise OSError(24, "Too many open files")
+        monkeypatch.setattr(sqlite_watch, "INotify", no_more_instances)
+    url = f"sqlite:///{tmp_path}/w.db"
+    app = chute.App(url)
+    broker = app.broker
+    assert isinstance(broker, SQLiteBroker)
+    assert broker.fetch(["default"], 1, 30, 0.3) == []  # idle for a while first
+    lateness = []
+    for _ in range(3):
+        sender = send_later(url, 0.4)
+        got = broker.fetch(["default"], 10, 30, 10)
+        taken = time.time()
+        assert len(got) == 1
+        lateness.append(taken - sent_at(sender))
+        broker.ack(got)
+    assert broker._watch.watching is (inotify == "watching")
+    assert max(lateness) < 0.1, lateness
+    app.close()
+
+
+def _fetch_in_child(url: str, out: multiprocessing.Queue[object]) -> None:
+    broker = chute.App(url).broker
+    got = broker.fetch(["default"], 10, 30, 10)
+    out.put((time.time(), len(got), os.getpid()))
+
+
+def test_a_forked_child_watches_with_its_own_instance(tmp_path: Path) -> None:
+    """The parent's inotify descriptor is inherited by a fork; reading it would steal the parent's
+    events, so the child makes its own, and both keep waking."""
+    url = f"sqlite:///{tmp_path}/w.db"
+    app = chute.App(url)
+    broker = app.broker
+    assert isinstance(broker, SQLiteBroker)
+    broker.fetch(["default"], 1, 30, 0.1)  # the parent's instance exists before the fork
+    parent_fd = broker._watch._inotify.fileno()
+    out: multiprocessing.Queue[object] = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_fetch_in_child, args=(url, out))
+    child.start()
+    time.sleep(0.5)  # the child is asleep on its watch
+    sender = send_later(url, 0.2)
+    taken, n, pid = out.get(timeout=20)
+    child.join(10)
+    assert n == 1 and pid != os.getpid() and taken - sent_at(sender) < 0.1
+    assert broker._watch._inotify.fileno() == parent_fd  # the parent's is untouched
+    sender = send_later(url, 0.3)
+    got = broker.fetch(["default"], 10, 30, 10)
+    assert len(got) == 1 and time.time() - sent_at(sender) < 0.1
+    app.close()
+
+
+def test_a_log_file_removed_and_made_again_is_watched_anew(tmp_path: Path) -> None:
+    wal = tmp_path / "x.db-wal"
+    wal.write_bytes(b"")
+    watch = WalWatch(str(wal))
+    assert watch.sleep(0.05) is False  # watching the first file
+    wal.unlink()
+    assert watch.sleep(0.05) is False  # the removal is seen; the watch is dropped
+    assert watch.sleep(0.05) is False  # no file: a plain sleep
+    wal.write_bytes(b"")  # made again (a new inode)
+
+    def write_soon() -> None:
+        time.sleep(0.2)
+        with wal.open("ab") as f:
+            f.write(b"frame")
+    watch.sleep(0.01)  # the new file is watched from here on
+    writer = threading.Thread(target=write_soon)
+    writer.start()
+    t0 = time.monotonic()
+    assert watch.sleep(5) is True
+    assert time.monotonic() - t0 < 2
+    writer.join()
+    watch.close()
