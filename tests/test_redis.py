@@ -279,3 +279,44 @@ def test_a_password_and_a_database_number_on_the_lean_path_too(tmp_path: Path) -
         app.close()
         server.terminate()
         server.wait(10)
+
+
+def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server(tmp_path: Path) -> None:
+    """delay()'s own non-blocking sockets: a body larger than the socket's send buffer goes out
+    whole; a server that stops answering (SIGSTOP) is a BrokerUnavailable after the 3 s socket
+    timeout, saying the call may have run, and once the server resumes the message is there once."""
+    port = free_port()
+    server = start_redis(port, tmp_path)
+    app = chute.App(f"redis://127.0.0.1:{port}/0", max_message_size=8 << 20)
+    app.task(name="apps.basic.add")(lambda a, b: a + b)
+    client = redis.Redis("127.0.0.1", port)
+    try:
+        for i in range(2):  # the first to a queue goes the general way, the next loads the lean path's script
+            app.send_task("apps.basic.add", [i, i])
+        assert app.broker._fast._idle, "the lean path was not used"  # type: ignore[attr-defined]
+        big = "x" * (3 << 20)
+        first = app.send_task("apps.basic.add", [big, ""])
+        got = app.broker.fetch(["default"], 10, 30, 1)
+        assert [d.id for d in got][2:] == [first.id] and big.encode() in got[2].body
+        app.broker.ack(got)
+        server.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(BrokerUnavailable, match="may or may not have been carried out"):
+                app.send_task("apps.basic.add", [1, 2])  # sent whole, never answered
+            assert 2.5 < time.monotonic() - t0 < 6
+            t0 = time.monotonic()
+            with pytest.raises(BrokerUnavailable, match="may or may not have been carried out"):
+                app.send_task("apps.basic.add", ["y" * (7 << 20), ""])  # more than the socket buffers take
+            assert 2.5 < time.monotonic() - t0 < 6
+        finally:
+            server.send_signal(signal.SIGCONT)
+        # once the server resumed: the whole command ran, once; the half-sent one was dropped with its socket
+        wait_for(lambda: app.broker.stats(["default"])[0].ready == 1, timeout=10, what="the sent command to run")
+        assert app.send_task("apps.basic.add", [3, 4]).status is State.QUEUED
+        assert app.broker.stats(["default"])[0].ready == 2
+    finally:
+        client.close()
+        app.close()
+        server.terminate()
+        server.wait(10)

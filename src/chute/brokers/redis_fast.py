@@ -17,8 +17,10 @@ again could store the message twice.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
+import time
 from typing import Any
 
 from redis.connection import Connection, ConnectionPool
@@ -31,26 +33,53 @@ except ImportError:  # pragma: no cover - the redis extra installs it
     hiredis = None  # type: ignore[assignment]
 
 
+SPIN = 0.0002  # seconds a call keeps asking for its reply before it sleeps until the socket is readable
+
+
 class _Link:
-    """One socket and its reply reader."""
+    """One non-blocking socket and its reply reader.
 
-    __slots__ = ("reader", "sock")
+    A reply is waited for by asking the socket again for up to SPIN before sleeping in poll(): a
+    thread that sleeps costs a wake-up (a halted virtual CPU, a context switch) that on the
+    project's VM was most of a loopback round trip (PING: 73-87 µs sleeping, 26-29 µs asking
+    again, and less CPU than the sleep's syscalls). A slower reply still sleeps, after SPIN.
+    """
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
+    __slots__ = ("poller", "reader", "sock", "timeout")
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        sock.setblocking(False)
+        self.sock, self.timeout = sock, timeout
         self.reader = hiredis.Reader()
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
 
     def call(self, packed: bytes) -> Any:
-        self.sock.sendall(packed)
+        view, sock = memoryview(packed), self.sock
+        while view:
+            try:
+                view = view[sock.send(view):]
+            except BlockingIOError:  # the send buffer is full (a large body): wait until it drains
+                if not select.select([], [sock], [], self.timeout)[1]:
+                    raise TimeoutError("timed out sending") from None
         return self.read()
 
     def read(self) -> Any:
         reader, sock = self.reader, self.sock
+        spin_until = 0.0
         while True:
             reply = reader.gets()
             if reply is not False:
                 return reply
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                now = time.perf_counter()
+                if not spin_until:
+                    spin_until = now + SPIN
+                elif now >= spin_until and not self.poller.poll(self.timeout * 1000):
+                    raise TimeoutError("timed out waiting for a reply") from None
+                continue
             if not chunk:
                 raise _Closed("connection closed by the server")
             reader.feed(chunk)
@@ -115,8 +144,7 @@ class FastCalls:
         sock = socket.create_connection(self._address, timeout=self._connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self._timeout)
-            link = _Link(sock)
+            link = _Link(sock, self._timeout)
             hello = ([("AUTH", *self._auth)] if self._auth else []) + ([("SELECT", self._db)] if self._db else [])
             for command in hello:
                 if isinstance(link.call(hiredis.pack_command(command)), hiredis.ReplyError):
