@@ -126,15 +126,20 @@ class RedisBroker:
             raise InvalidURL(f"{redact_url(url)!r}: {exc}") from None
         return cls(redis.Redis(connection_pool=pool), prefix=prefix, url=url)
 
-    def _batch(self, build: Callable[[Any], object]) -> list[Any]:
-        """Run the commands `build` queues in one pipeline (one round trip; not a transaction).
+    def _batch(self, calls: Sequence[tuple[Script, list[str], list[Any]]]) -> list[Any]:
+        """Run idempotent script calls in one round trip (a pipeline; not a transaction).
 
-        Scripts go as plain EVALSHA: redis-py's pipelined scripts would add a SCRIPT EXISTS round
-        trip each time. After a server restart forgot them, load them and run the (idempotent) batch again.
+        First on the lean path's sockets; where that cannot (an error reply, NOSCRIPT after a server
+        restart forgot the scripts), through redis-py: plain EVALSHA, since its pipelined scripts
+        would add a SCRIPT EXISTS round trip each time, then load the scripts and run the batch again.
         """
+        replies = self._fast.call_many([("EVALSHA", sc.sha, len(k), *k, *a) for sc, k, a in calls])
+        if replies is not None:
+            return replies
         for attempt in (0, 1):
             pipe = self._r.pipeline(transaction=False)
-            build(pipe)
+            for sc, k, a in calls:
+                pipe.evalsha(sc.sha, len(k), *k, *a)
             try:
                 return pipe.execute()
             except redis.exceptions.NoScriptError:
@@ -144,9 +149,11 @@ class RedisBroker:
                     script.sha = self._r.script_load(script.script)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _call(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    def _lean(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run `script` on the lean path's sockets (a worker's per-batch calls: no redis-py dispatch,
+        and a reply asked for again before sleeping); where that cannot run it, through redis-py."""
+        reply = self._fast.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        return script(keys, args) if reply is None else reply
 
     # -- key layout (docs/brokers/redis.md) ---------------------------------------------------------
     def _qkeys(self, queue: str) -> list[str]:
@@ -208,7 +215,7 @@ class RedisBroker:
         keys = [k for q in queues for k in self._qkeys(q)]
         while True:
             token = os.urandom(8).hex()
-            now, next_due, got, last = self._fetch(keys, [GROUP, self._consumer(), limit, ms(lease), token])
+            now, next_due, got, last = self._lean(self._fetch, keys, [GROUP, self._consumer(), limit, ms(lease), token])
             if got:
                 return [Delivery(queues[q], mid.decode(), body, token, int(n), tag.decode())
                         for q, tag, mid, body, n in got]
@@ -233,16 +240,13 @@ class RedisBroker:
         if not deliveries and not results:
             return 0
         groups = self._per_queue(deliveries)
-
-        def build(pipe: Any) -> None:
-            self._store(pipe, results)
-            for queue, idx in groups.items():
-                args: list[Any] = [GROUP]
-                for i in idx:
-                    args += [str(deliveries[i].tag), deliveries[i].claim]
-                self._call(pipe, self._ack, self._qkeys(queue), args)
-
-        replies = self._batch(build)
+        calls = self._store_calls(results)
+        for queue, idx in groups.items():
+            args: list[Any] = [GROUP]
+            for i in idx:
+                args += [str(deliveries[i].tag), deliveries[i].claim]
+            calls.append((self._ack, self._qkeys(queue), args))
+        replies = self._batch(calls)
         return sum(int(n) for n in replies[len(replies) - len(groups):])
 
     @_guarded
@@ -273,15 +277,13 @@ class RedisBroker:
             return []
         held = [False] * len(deliveries)
         groups = self._per_queue(deliveries)
-
-        def build(pipe: Any) -> None:
-            for queue, idx in groups.items():
-                args: list[Any] = [GROUP, ms(lease)]
-                for i in idx:
-                    args += [str(deliveries[i].tag), deliveries[i].claim]
-                self._call(pipe, self._extend, self._qkeys(queue), args)
-
-        for idx, got in zip(groups.values(), self._batch(build), strict=True):
+        calls = []
+        for queue, idx in groups.items():
+            args: list[Any] = [GROUP, ms(lease)]
+            for i in idx:
+                args += [str(deliveries[i].tag), deliveries[i].claim]
+            calls.append((self._extend, self._qkeys(queue), args))
+        for idx, got in zip(groups.values(), self._batch(calls), strict=True):
             for i, ok in zip(idx, got, strict=True):
                 held[i] = bool(ok)
         return held
@@ -295,7 +297,7 @@ class RedisBroker:
     @_guarded
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         names = sorted(set(queues)) if queues is not None else self._queues()
-        got = self._batch(lambda pipe: [self._call(pipe, self._stats, self._qkeys(q), []) for q in names])
+        got = self._batch([(self._stats, self._qkeys(q), []) for q in names]) if names else []
         return [QueueStats(q, *map(int, counts)) for q, counts in zip(names, got, strict=True)]
 
     @_guarded
@@ -416,18 +418,19 @@ class RedisBroker:
     @_guarded
     def store(self, records: Sequence[ResultRecord]) -> None:
         if records:
-            self._batch(lambda pipe: self._store(pipe, records))
+            self._batch(self._store_calls(records))
 
-    def _store(self, pipe: Any, records: Sequence[ResultRecord]) -> None:
+    def _store_calls(self, records: Sequence[ResultRecord]) -> list[tuple[Script, list[str], list[Any]]]:
+        """The STORE script call that writes `records` (none for no records)."""
         if not records:
-            return
+            return []
         keys: list[str] = []
         args: list[Any] = []
         for r in records:
             key = self._rkey(r.task_id)
             keys += [key, f"{key}:waiters"]
             args += [r.state.value, _encode_record(r), _expiry(r), 1 if r.state.finished else 0]
-        self._call(pipe, self._store_script, keys, args)
+        return [(self._store_script, keys, args)]
 
     @_guarded
     def queued(self, records: Sequence[ResultRecord]) -> None:
@@ -475,7 +478,7 @@ class RedisBroker:
     def cancelled(self, task_ids: Sequence[str]) -> set[str]:
         if not task_ids:
             return set()
-        found = self._cancelled([self._rkey(i) for i in task_ids], [])
+        found = self._lean(self._cancelled, [self._rkey(i) for i in task_ids], [])
         return {task_ids[int(n)] for n in found}
 
     @_guarded

@@ -1,4 +1,5 @@
-"""A lean command path for the Redis broker's hottest single call: a one-by-one `delay()`.
+"""A lean command path for the Redis broker's hottest calls: a one-by-one `delay()`, a worker's fetch,
+cancellation check and settle (ack + results) of each batch.
 
 redis-py's general path (dispatch, pool checkout, observability hooks, retry wrapper, its own
 connection's send and parse) costs about as much client time as the server's round trip. Measured
@@ -21,6 +22,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis.connection import Connection, ConnectionPool
@@ -54,7 +56,8 @@ class _Link:
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
-    def call(self, packed: bytes) -> Any:
+    def call(self, packed: bytes, replies: int = 1) -> Any:
+        """Send `packed` (one command or several) and return its reply (a list of `replies` if more than one)."""
         view, sock = memoryview(packed), self.sock
         while view:
             try:
@@ -62,7 +65,7 @@ class _Link:
             except BlockingIOError:  # the send buffer is full (a large body): wait until it drains
                 if not select.select([], [sock], [], self.timeout)[1]:
                     raise TimeoutError("timed out sending") from None
-        return self.read()
+        return self.read() if replies == 1 else [self.read() for _ in range(replies)]
 
     def read(self) -> Any:
         reader, sock = self.reader, self.sock
@@ -109,7 +112,13 @@ class FastCalls:
 
     def call(self, *args: Any) -> Any | None:
         """Send one command and return its reply; None if it did not run (use the general path)."""
-        if not self.enabled:
+        replies = self.call_many([args])
+        return None if replies is None else replies[0]
+
+    def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
+        """Send commands in one write and return their replies; None if any was refused with an error
+        reply or none could be sent (the caller takes the general path, which must be safe to repeat)."""
+        if not self.enabled or not commands:
             return None
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's sockets are not ours
@@ -119,11 +128,11 @@ class FastCalls:
         try:
             if link is None:
                 link = self._connect()
-            packed = hiredis.pack_command(args)
+            packed = b"".join([hiredis.pack_command(tuple(c)) for c in commands])
         except (OSError, ValueError, TypeError):
             return None
         try:
-            reply = link.call(packed)
+            got = link.call(packed, len(commands))
         except (ConnectionResetError, BrokenPipeError, _Closed):
             link.sock.close()
             if reused:  # an idle socket the server had dropped (a restart, its idle timeout): it never ran
@@ -134,11 +143,11 @@ class FastCalls:
             link.sock.close()
             raise BrokerUnavailable(f"Redis at {self._url}: no reply within {self._timeout:g} s ({exc}); the call "
                                     "may or may not have been carried out") from None
-        if isinstance(reply, hiredis.ReplyError):  # did not run (NOSCRIPT, a full server...): the socket is fine
-            self._give(link)
-            return None
         self._give(link)
-        return reply
+        replies = got if len(commands) > 1 else [got]
+        if any(isinstance(r, hiredis.ReplyError) for r in replies):  # did not run (NOSCRIPT...): the socket is fine
+            return None
+        return replies
 
     def _connect(self) -> _Link:
         sock = socket.create_connection(self._address, timeout=self._connect_timeout)
