@@ -78,12 +78,19 @@ def start_worker(url: str, spec: str = "apps.basic:app", *args: str, stderr: Any
 
 
 def idle_cpu_share(proc: subprocess.Popen[bytes], seconds: float = 3.0) -> float:
-    """The share of one core `proc` used over `seconds` (user + system time from /proc)."""
-    stat = Path(f"/proc/{proc.pid}/stat")
+    """The share of one core `proc` used over `seconds`: the scheduler's own run time of each of its
+    threads in nanoseconds (schedstat), not the 10 ms ticks of /proc/<pid>/stat, which at well under
+    1 % of a core count a handful of ticks and swing by half from one sample to the next."""
+    tasks = Path(f"/proc/{proc.pid}/task")
 
     def cpu() -> float:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0
+        for task in tasks.iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):  # a thread that just ended
+                pass
+        return total / 1e9
 
     c0, t0 = cpu(), time.monotonic()
     time.sleep(seconds)

@@ -8,10 +8,9 @@ Non-guarantees: one machine only (SQLite over a network filesystem is not safe).
 
 Round trips per message, amortised: publish 1 transaction per batch; fetch 1 read + 1
 transaction per batch (claims up to `limit` rows with UPDATE … RETURNING); ack 1 transaction per
-batch; results 1 transaction per batch. An idle consumer sleeps on the write-ahead log (inotify,
-sqlite_watch.py): any process's commit wakes it at once, and it looks again on a short backoff for
-150 ms after each commit; otherwise one cheap read every 0.25 s. Without inotify it polls on a
-backoff from 0.5 ms to 25 ms.
+batch; results 1 transaction per batch. An idle consumer (and a waiting `get()`) sleeps on the
+write-ahead log (inotify, sqlite_watch.py): any process's commit wakes it at once; otherwise one
+cheap read every 0.25 s. Without inotify it polls every 25 ms.
 
 Rows in `chute_messages` move through states READY(0) → LEASED(1) → deleted on ack, or back to
 READY/DELAYED(2) on nack/expiry, or DEAD(3). `due` is the ETA of a delayed row and the lease
@@ -37,7 +36,7 @@ from ..results import ErrorInfo, ResultRecord, derive_record
 from ..states import State
 from ..topics import group_queue, matches
 from .base import DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
-from .sqlite_watch import WalWatch
+from .sqlite_watch import IdleLooks, WalWatch
 
 SCHEMA_VERSION = 1
 READY, LEASED, DELAYED, DEAD = 0, 1, 2, 3
@@ -109,12 +108,6 @@ def _boot_id() -> str | None:
 _encode_error = msgspec.json.Encoder().encode
 _decode_error = msgspec.json.Decoder(ErrorInfo).decode
 _decode_worker = msgspec.json.Decoder(WorkerInfo).decode
-_IDLE_BACKOFF = (0.0005, 0.025, 1.25)  # first and longest sleep of an idle check, and its growth
-# With a watch, a commit ends any sleep at once; the backoff only covers a commit seen (its log
-# written) a moment before it is visible (the log index updated), as with synchronous=FULL's fsync.
-_WATCHED_BACKOFF = (0.001, 0.064, 4.0)
-_LOOK_CLOSELY = 0.15  # after a commit or a claim, keep to the backoff this long, then sleep on the watch
-_WATCH_AT_MOST = 0.25  # seconds; bounds how late a clock jump (an injected or stepped wall clock) is seen
 _PICK_ONE = ("SELECT seq FROM chute_messages WHERE state = 0 AND queue = ? "
              "ORDER BY priority DESC, seq LIMIT ?")  # the head of one queue
 
@@ -202,7 +195,7 @@ class SQLiteBroker:
         self._busy_timeout = busy_timeout
         self._pool = _Pool(path, busy_timeout, self._synchronous)
         self._watch = WalWatch(f"{path}-wal")  # an idle fetch sleeps until some process commits
-        self._looking = threading.local()  # per fetching thread: until when to poll closely
+        self._looking = threading.local()  # per fetching thread: its IdleLooks
         self._finalizer = weakref.finalize(self, _close, self._pool, self._watch)
         self._wall: Callable[[], float] = time.time  # ETAs: "run at 9:00" is wall time
         boot = _boot_id()
@@ -393,8 +386,9 @@ class SQLiteBroker:
         probe = (f"SELECT (SELECT 1 FROM chute_messages WHERE state = 0 AND queue IN ({marks}) LIMIT 1), "
                  "(SELECT min(due) FROM chute_messages WHERE state = 1), "
                  "(SELECT min(due) FROM chute_messages WHERE state = 2)")
-        first, longest, growth = _WATCHED_BACKOFF if self._watch.watching else _IDLE_BACKOFF
-        looking, sleep = self._looking, first
+        looks = getattr(self._looking, "looks", None)
+        if looks is None:
+            looks = self._looking.looks = IdleLooks()
         while True:
             wall, mono = self._wall(), self._lease_clock()
             ready, lease_end, eta = self._read(lambda c: c.execute(probe, tuple(queues)).fetchone())
@@ -402,18 +396,13 @@ class SQLiteBroker:
             if ready or wait <= 0:
                 got = self._claim(queues, limit, lease, wall, mono)
                 if got:
-                    looking.until = time.monotonic() + _LOOK_CLOSELY
+                    looks.found()
                     return got
-            now = time.monotonic()
-            remaining = deadline - now
+            looks.missed()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            if now < getattr(looking, "until", 0.0):
-                pause, sleep = min(sleep, remaining, wait), min(sleep * growth, longest)
-            else:
-                pause = min(remaining, wait, _WATCH_AT_MOST)
-            if self._watch.sleep(max(0.0, pause)):
-                looking.until, sleep = time.monotonic() + _LOOK_CLOSELY, first
+            looks.sleep(self._watch, min(remaining, wait))
 
     def _claim(self, queues: Sequence[str], limit: int, lease: float, wall: float, mono: float) -> list[Delivery]:
         claim = os.urandom(8).hex()
@@ -613,16 +602,17 @@ class SQLiteBroker:
 
     def wait(self, task_id: str, timeout: float | None) -> ResultRecord | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        sleep = _IDLE_BACKOFF[0]
+        looks = IdleLooks()
+        looks.found()  # a result is often moments away: start by looking closely
         while True:
             rec = self.get(task_id)
             if rec is not None and rec.state.finished:
                 return rec
-            if deadline is not None and time.monotonic() >= deadline:
+            looks.missed()
+            remaining = math.inf if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 return rec
-            pause = sleep if deadline is None else min(sleep, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            sleep = min(sleep * _IDLE_BACKOFF[2], 0.05)
+            looks.sleep(self._watch, remaining)
 
     def cancel(self, task_id: str, ttl: float) -> State:
         now = time.time()

@@ -18,6 +18,9 @@ except (ImportError, OSError, AttributeError):  # pragma: no cover - not Linux
     INotify = None
 
 POLL_EVERY = 0.025  # the longest plain sleep, where nothing can wake us early
+FIRST_GAP = 0.0005  # seconds before the first look again after a commit; doubles per empty look
+LOOK_CLOSELY = 0.06  # after a commit, keep looking again on those gaps this long, with no further commit
+QUIET_AT_MOST = 0.25  # a quiet sleep's longest: also how late a stepped wall clock (an ETA's) is seen
 
 if INotify is not None:
     _WRITTEN = int(flags.MODIFY)
@@ -90,3 +93,49 @@ class WalWatch:
         with self._lock:
             if self._pid == os.getpid():
                 self._drop()
+
+
+class IdleLooks:
+    """When an idle reader of the database looks again (one per reading thread).
+
+    Quiet, it sleeps on the watch until some process commits (or QUIET_AT_MOST). A commit is seen a
+    moment before it is visible (the log is written before its index; longer with synchronous=FULL's
+    fsync), so after each one it looks at once, then again on gaps doubling from FIRST_GAP for
+    LOOK_CLOSELY. Commits that keep waking it for nothing (a busy queue beside this idle one) are
+    noise: after NOISE of them in a row its looks are spaced out, doubling up to POLL_EVERY, so it
+    looks about as often as a 25 ms poll would, not once per commit.
+    """
+
+    NOISE = 4
+
+    __slots__ = ("follow", "looked", "misses", "until", "woken")
+
+    def __init__(self) -> None:
+        self.follow, self.looked, self.misses, self.until, self.woken = FIRST_GAP, 0.0, 0, 0.0, False
+
+    def found(self) -> None:
+        """The last look found something: look closely next time too."""
+        self.follow, self.misses, self.woken = FIRST_GAP, 0, False
+        self.until = time.monotonic() + LOOK_CLOSELY
+
+    def missed(self) -> None:
+        """The look just made found nothing."""
+        self.looked = time.monotonic()
+        if self.woken:  # a commit woke it, not one for this reader
+            self.misses += 1
+        else:
+            self.follow = min(self.follow * 2, POLL_EVERY)
+        self.woken = False
+
+    def sleep(self, watch: WalWatch, at_most: float) -> None:
+        """Sleep until the next look is due, for at most `at_most` seconds."""
+        closely = time.monotonic() < self.until
+        if not watch.sleep(max(0.0, min(at_most, self.follow if closely else QUIET_AT_MOST))):
+            return
+        now = time.monotonic()
+        self.woken, self.follow, self.until = True, FIRST_GAP, now + LOOK_CLOSELY
+        if self.misses >= self.NOISE:
+            spacing = min(FIRST_GAP * 2 ** min(self.misses - self.NOISE, 8), POLL_EVERY)
+            early = self.looked + spacing - now
+            if early > 0:
+                time.sleep(min(early, at_most))
