@@ -16,10 +16,10 @@ import chute
 from chute.brokers import sqlite_watch
 from chute.brokers.sqlite import SQLiteBroker
 from chute.brokers.sqlite_watch import WalWatch
-from helpers import env_for, idle_cpu_share, start_worker, stop, wait_for
+from helpers import TESTS, env_for, idle_cpu_share, start_worker, stop, wait_for
 
 pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(sqlite_watch.INotify is None, reason="inotify is Linux's")]
+              pytest.mark.skipif(sqlite_watch.LIBC is None, reason="inotify is Linux's")]
 
 SEND_LATER = """
 import sys, time, chute
@@ -68,9 +68,11 @@ def test_an_idle_fetch_takes_another_process_s_task_at_once(tmp_path: Path, monk
     """Watching, a fetch long idle wakes on the commit; without inotify (the per-user instance limit
     reached) it falls back to polling every 25 ms. Either way the task is taken within 100 ms."""
     if inotify == "unavailable":
-        def no_more_instances() -> None:
-            raise OSError(24, "Too many open files")
-        monkeypatch.setattr(sqlite_watch, "INotify", no_more_instances)
+        class AtTheLimit:  # inotify_init1 failing with EMFILE, as at fs.inotify.max_user_instances
+            @staticmethod
+            def inotify_init1(flags: int) -> int:
+                return -1
+        monkeypatch.setattr(sqlite_watch, "LIBC", AtTheLimit())
     url = f"sqlite:///{tmp_path}/w.db"
     app = chute.App(url)
     broker = app.broker
@@ -103,7 +105,7 @@ def test_a_forked_child_watches_with_its_own_instance(tmp_path: Path) -> None:
     broker = app.broker
     assert isinstance(broker, SQLiteBroker)
     broker.fetch(["default"], 1, 30, 0.1)  # the parent's instance exists before the fork
-    parent_fd = broker._watch._inotify.fileno()
+    parent_fd = broker._watch._fd
     out: multiprocessing.Queue[object] = multiprocessing.get_context("fork").Queue()
     child = multiprocessing.get_context("fork").Process(target=_fetch_in_child, args=(url, out))
     child.start()
@@ -112,7 +114,7 @@ def test_a_forked_child_watches_with_its_own_instance(tmp_path: Path) -> None:
     taken, n, pid = out.get(timeout=20)
     child.join(10)
     assert n == 1 and pid != os.getpid() and taken - sent_at(sender) < 0.1
-    assert broker._watch._inotify.fileno() == parent_fd  # the parent's is untouched
+    assert broker._watch._fd == parent_fd  # the parent's is untouched
     sender = send_later(url, 0.3)
     got = broker.fetch(["default"], 10, 30, 10)
     assert len(got) == 1 and time.time() - sent_at(sender) < 0.1
@@ -179,3 +181,34 @@ def test_an_idle_worker_beside_a_busy_queue_does_not_look_once_per_commit(tmp_pa
         assert quiet.delay(2, 3).get(timeout=10) == 5  # and it still takes its own queue's work
     finally:
         stop(worker)
+
+
+GEVENT_GET = """
+from gevent import monkey; monkey.patch_all()
+import subprocess, sys, time
+import gevent
+import chute
+from chute.integrations import gevent as chute_gevent
+url = sys.argv[1]
+app = chute.App(url)
+add = app.task(name="apps.basic.add")(lambda a, b: a + b)
+chute_gevent.offload(app)
+assert not app.broker._target._watch.watching  # sleeps stay gevent's: no watch in a patched process
+worker = subprocess.Popen([sys.executable, "-m", "chute", "worker", "apps.basic:app"])
+try:
+    print(sum(add.delay(i, i).get(timeout=20) for i in range(10)), flush=True)
+finally:
+    worker.terminate()
+    worker.wait()
+"""
+
+
+def test_get_in_a_gevent_patched_process_waits_cooperatively(tmp_path: Path) -> None:
+    """A gevent-patched process keeps its plain (patched) sleeps: no inotify wait on a threadpool
+    thread, where the first version of the watch hung."""
+    pytest.importorskip("gevent")
+    url = f"sqlite:///{tmp_path}/g.db"
+    out = subprocess.run([sys.executable, "-c", GEVENT_GET, url], env=env_for(url), cwd=str(TESTS),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["90"]

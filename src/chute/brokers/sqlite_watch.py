@@ -1,31 +1,56 @@
 """Sleep until a SQLite database's write-ahead log is written, so an idle consumer need not poll.
 
 On Linux this is inotify on the ``-wal`` file: a commit by any process on the machine appends to
-it, which ends the sleep at once. Elsewhere, or when inotify is unavailable (the per-user instance
-limit, a missing file), the sleep is a plain short one and the caller polls as before.
+it, which ends the sleep at once. Elsewhere, in a gevent-patched process (whose sleeps must stay
+cooperative), or when inotify is unavailable (the per-user instance limit, a missing file), the
+sleep is a plain short one and the caller polls as before.
+
+The two inotify calls are made through ctypes on the process's own libc. (The inotify_simple wheel
+was tried first: it finds libc with ctypes.util.find_library, which runs `/sbin/ldconfig -p` in a
+subprocess in every process that watches, and that hung in a gevent threadpool thread.)
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import select
+import struct
+import sys
 import threading
 import time
-
-try:  # Linux only; the wheel is pure Python over libc
-    from inotify_simple import INotify, flags
-except (ImportError, OSError, AttributeError):  # pragma: no cover - not Linux
-    INotify = None
 
 POLL_EVERY = 0.025  # the longest plain sleep, where nothing can wake us early
 FIRST_GAP = 0.0005  # seconds before the first look again after a commit; doubles per empty look
 LOOK_CLOSELY = 0.06  # after a commit, keep looking again on those gaps this long, with no further commit
 QUIET_AT_MOST = 0.25  # a quiet sleep's longest: also how late a stepped wall clock (an ETA's) is seen
 
-if INotify is not None:
-    _WRITTEN = int(flags.MODIFY)
-    _MOVED = int(flags.DELETE_SELF | flags.MOVE_SELF)
-    _GONE = _MOVED | int(flags.IGNORED)  # IGNORED: the kernel dropped the watch
+_MODIFY, _DELETE_SELF, _MOVE_SELF, _IGNORED = 0x2, 0x400, 0x800, 0x8000  # <sys/inotify.h>
+_WRITTEN, _MOVED = _MODIFY, _DELETE_SELF | _MOVE_SELF
+_GONE = _MOVED | _IGNORED  # IGNORED: the kernel dropped the watch
+_NONBLOCK, _CLOEXEC = os.O_NONBLOCK, getattr(os, "O_CLOEXEC", 0)
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (a name of len bytes follows)
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # this process's libc: no search, no subprocess
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        return libc
+    except (OSError, AttributeError):  # pragma: no cover - a libc without inotify
+        return None
+
+
+LIBC = _libc()
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("time"))
 
 
 class WalWatch:
@@ -38,10 +63,11 @@ class WalWatch:
     def __init__(self, wal: str) -> None:
         self._wal = wal
         self._lock = threading.Lock()
-        self._inotify: INotify | None = None
+        self._fd: int | None = None
+        self._poll: select.poll | None = None
         self._watch: int | None = None
         self._pid = os.getpid()
-        self._usable = INotify is not None
+        self._usable = LIBC is not None and not _gevent_patched()
 
     @property
     def watching(self) -> bool:
@@ -54,40 +80,51 @@ class WalWatch:
             time.sleep(min(seconds, POLL_EVERY))
             return False
         try:
-            inotify = self._ready()
-            if inotify is None:
+            fd = self._ready()
+            if fd is None:
                 time.sleep(min(seconds, POLL_EVERY))
                 return False
-            written = False
-            for event in inotify.read(timeout=math.ceil(seconds * 1000)):
-                if event.mask & _GONE:  # the file was removed or replaced: watch the new one next time
+            assert self._poll is not None
+            if not self._poll.poll(math.ceil(seconds * 1000)):
+                return False
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                return False
+            written, at = False, 0
+            while at + _EVENT.size <= len(data):
+                _, mask, _, length = _EVENT.unpack_from(data, at)
+                at += _EVENT.size + length
+                if mask & _GONE:  # the file was removed or replaced: watch the new one next time
                     self._watch = None
-                written = written or bool(event.mask & _WRITTEN)
+                written = written or bool(mask & _WRITTEN)
             return written
         finally:
             self._lock.release()
 
-    def _ready(self) -> INotify | None:
+    def _ready(self) -> int | None:
+        assert LIBC is not None
         if self._pid != os.getpid():  # forked: our copy of the parent's descriptor is not ours to read
             self._drop()
             self._pid = os.getpid()
-        if self._inotify is None:
-            try:
-                self._inotify = INotify()
-            except OSError:  # the per-user limit on inotify instances: poll instead, for good
+        if self._fd is None:
+            fd = LIBC.inotify_init1(_NONBLOCK | _CLOEXEC)
+            if fd < 0:  # the per-user limit on inotify instances (EMFILE): poll instead, for good
                 self._usable = False
                 return None
+            self._fd, self._poll = fd, select.poll()
+            self._poll.register(fd, select.POLLIN)
         if self._watch is None:
-            try:
-                self._watch = self._inotify.add_watch(self._wal, _WRITTEN | _MOVED)
-            except OSError:  # no log file yet (no connection open): poll this time
+            wd = LIBC.inotify_add_watch(self._fd, os.fsencode(self._wal), _WRITTEN | _MOVED)
+            if wd < 0:  # no log file yet (no connection open): poll this time
                 return None
-        return self._inotify
+            self._watch = wd
+        return self._fd
 
     def _drop(self) -> None:
-        if self._inotify is not None:
-            self._inotify.close()
-        self._inotify, self._watch = None, None
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._poll, self._watch = None, None, None
 
     def close(self) -> None:
         with self._lock:
