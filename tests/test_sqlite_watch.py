@@ -212,3 +212,23 @@ def test_get_in_a_gevent_patched_process_waits_cooperatively(tmp_path: Path) -> 
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["90"]
+
+
+def test_a_due_time_already_past_is_no_sleep_and_no_error(tmp_path: Path) -> None:
+    """fetch() passes the time to the next due lease or ETA; when another worker took that one back
+    first, it is already past. Woken by a commit while noisy, that once reached time.sleep(<0) and
+    crashed the worker (the poison test's workers in CI)."""
+    wal = tmp_path / "x.db-wal"
+    wal.write_bytes(b"")
+    watch = WalWatch(str(wal))
+    assert watch.sleep(0.01) is False  # watching from here on
+    looks = sqlite_watch.IdleLooks()
+    looks.misses = sqlite_watch.IdleLooks.NOISE + 3  # spacing applies
+    looks.missed()
+    with wal.open("ab") as f:
+        f.write(b"frame")  # a commit is waiting: the watch returns at once
+    t0 = time.monotonic()
+    looks.sleep(watch, -0.5)
+    looks.sleep(watch, 0.0)
+    assert time.monotonic() - t0 < 0.1
+    watch.close()

@@ -165,9 +165,11 @@ class IdleLooks:
         self.woken = False
 
     def sleep(self, watch: WalWatch, at_most: float) -> None:
-        """Sleep until the next look is due, for at most `at_most` seconds."""
+        """Sleep until the next look is due, for at most `at_most` seconds (none if it is not positive:
+        a lease that ended while another worker took it back leaves a due time already past)."""
+        at_most = max(0.0, at_most)
         closely = time.monotonic() < self.until
-        if not watch.sleep(max(0.0, min(at_most, self.follow if closely else QUIET_AT_MOST))):
+        if not watch.sleep(min(at_most, self.follow if closely else QUIET_AT_MOST)):
             return
         now = time.monotonic()
         self.woken, self.follow, self.until = True, FIRST_GAP, now + LOOK_CLOSELY
