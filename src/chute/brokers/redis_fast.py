@@ -56,8 +56,8 @@ class _Link:
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
-    def call(self, packed: bytes, replies: int = 1) -> Any:
-        """Send `packed` (one command or several) and return its reply (a list of `replies` if more than one)."""
+    def call(self, packed: bytes, replies: int = 1) -> list[Any]:
+        """Send `packed` (one command or several) and return its `replies` replies."""
         view, sock = memoryview(packed), self.sock
         while view:
             try:
@@ -65,7 +65,7 @@ class _Link:
             except BlockingIOError:  # the send buffer is full (a large body): wait until it drains
                 if not select.select([], [sock], [], self.timeout)[1]:
                     raise TimeoutError("timed out sending") from None
-        return self.read() if replies == 1 else [self.read() for _ in range(replies)]
+        return [self.read() for _ in range(replies)]
 
     def read(self) -> Any:
         reader, sock = self.reader, self.sock
@@ -132,7 +132,7 @@ class FastCalls:
         except (OSError, ValueError, TypeError):
             return None
         try:
-            got = link.call(packed, len(commands))
+            replies = link.call(packed, len(commands))
         except (ConnectionResetError, BrokenPipeError, _Closed):
             link.sock.close()
             if reused:  # an idle socket the server had dropped (a restart, its idle timeout): it never ran
@@ -144,7 +144,6 @@ class FastCalls:
             raise BrokerUnavailable(f"Redis at {self._url}: no reply within {self._timeout:g} s ({exc}); the call "
                                     "may or may not have been carried out") from None
         self._give(link)
-        replies = got if len(commands) > 1 else [got]
         if any(isinstance(r, hiredis.ReplyError) for r in replies):  # did not run (NOSCRIPT...): the socket is fine
             return None
         return replies
@@ -156,7 +155,7 @@ class FastCalls:
             link = _Link(sock, self._timeout)
             hello = ([("AUTH", *self._auth)] if self._auth else []) + ([("SELECT", self._db)] if self._db else [])
             for command in hello:
-                if isinstance(link.call(hiredis.pack_command(command)), hiredis.ReplyError):
+                if isinstance(link.call(hiredis.pack_command(command))[0], hiredis.ReplyError):
                     raise OSError(f"{command[0]} refused")
             return link
         except BaseException:
