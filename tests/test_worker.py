@@ -185,6 +185,29 @@ def test_messages_only_prefetched_beside_a_crash_are_not_blamed(app: chute.App) 
         assert r.get(timeout=10) == "fine"
 
 
+def test_a_suspect_is_settled_before_the_next_suspect_starts(app: chute.App) -> None:
+    """Suspects run alone so that a task that kills its process is blamed alone. If the next suspect
+    started before the last one's outcome was stored, a kill then would count a start against a
+    task that had finished: three of those dead-letter a healthy task (R9 saw it under load)."""
+    ran: list[str] = []  # in the order they ran
+    seen: list[State | None] = []  # what each found recorded for the one that ran just before it
+
+    @app.task
+    def suspect(i: int) -> None:
+        if ran:
+            rec = app.results.get(ran[-1])
+            seen.append(rec.state if rec else None)
+        ran.append(chute.current_job().envelope.id)  # type: ignore[union-attr]
+
+    ids = [suspect.delay(i).id for i in range(4)]
+    wait_for(lambda: len(app.broker.fetch(["default"], 4, 0.2, 0.1)) == 4, timeout=5, what="fetch")
+    wait_for(lambda: depth(app).ready == 4, timeout=5, what="the leases to run out")  # all four come back
+    with worker_thread(app, concurrency=4):
+        wait_for(lambda: all((rec := app.results.get(i)) and rec.state is State.SUCCEEDED for i in ids),
+                 what="all four")
+    assert sorted(ran) == sorted(ids) and seen == [State.SUCCEEDED] * 3
+
+
 def test_expired_message_is_not_run(app: chute.App) -> None:
     ran: list[int] = []
 

@@ -28,7 +28,18 @@ from ..events import EventBuffer
 from ..results import ResultRecord
 from ..states import State
 from .executor import AsyncRunner
-from .job import Job, Outcome, Reject, SuspectGate, error_info, prepare, result_record, retry_delay, run_sync
+from .job import (
+    Job,
+    Outcome,
+    Reject,
+    SuspectGate,
+    error_info,
+    prepare,
+    result_record,
+    retry_delay,
+    run_entered,
+    run_sync,
+)
 from .outage import OutageLog
 from .speed import Speeds
 
@@ -165,7 +176,8 @@ class Worker:
         never kept waiting), or when the oldest outcome is SETTLE_DELAY old.
         """
         waiting = self._done.qsize()
-        return waiting >= self._settle_batch or waiting >= len(self._held) or age >= SETTLE_DELAY
+        return (waiting >= self._settle_batch or waiting >= len(self._held) or age >= SETTLE_DELAY
+                or self._gate.exclusive)  # a suspect is running or waits for settled outcomes to leave
 
     def _start(self) -> None:
         if self.events is not None:
@@ -241,8 +253,12 @@ class Worker:
                 inline.append(job)
             else:
                 self._work.put(job)
+        gate = self._gate
         for job in inline:  # proven-fast tasks: cheaper to run here than to hand to a thread
-            self._done.put(run_sync(job, self.app, self._gate))
+            if gate.try_enter(id(job)):
+                self._done.put(run_entered(job, self.app, gate))
+            else:  # a suspect holds the gate and waits for us to settle: never wait for it here
+                self._work.put(job)
         self._inline_room = self._inline_batch(inline) if inline and len(inline) == len(jobs) else 0
         return jobs
 
@@ -289,15 +305,25 @@ class Worker:
         done = self._done
         done.put(outcome)
         # Wake the consumer only when it has something worth doing: refill a running-low work
-        # queue, or settle a full batch. Otherwise it wakes on its own within SETTLE_DELAY.
-        if self._work.qsize() <= self._low_water or done.qsize() >= self._settle_batch:
+        # queue, settle a full batch, or let a suspect go on. Otherwise it wakes within SETTLE_DELAY.
+        if self._work.qsize() <= self._low_water or done.qsize() >= self._settle_batch or self._gate.exclusive:
             self._wake.set()
 
     # -- settling ------------------------------------------------------------------------------
     def _settle_done(self) -> None:
-        done = self._done
-        if done.empty():
+        done, taken = self._done, []
+        while not done.empty():
+            taken.append(done.get_nowait())  # only this thread takes from it
+        if not taken:
             return
+        try:
+            self._settle(taken)
+        finally:
+            gate = self._gate
+            for outcome in taken:  # settled: now a suspect may start (see SuspectGate)
+                gate.leave(id(outcome.job), outcome.job.delivery.deliveries > 1)
+
+    def _settle(self, taken: list[Outcome]) -> None:
         acks: list[Delivery] = []
         records: list[ResultRecord] = []
         failures: list[Outcome] = []
@@ -306,11 +332,7 @@ class Worker:
         log_each = outcomes.isEnabledFor(logging.INFO)
         events: list[tuple[Any, ...]] | None = [] if self.events is not None else None
         speeds = self._speeds
-        while True:
-            try:
-                outcome = done.get_nowait()
-            except queue.Empty:
-                break
+        for outcome in taken:
             job = outcome.job
             if self._held.pop(job.delivery.id, None) is None:
                 continue  # already released (shutdown) or settled by the time-limit watchdog

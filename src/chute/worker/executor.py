@@ -44,8 +44,9 @@ class AsyncRunner:
             await asyncio.to_thread(gate.enter, key, suspect)
         try:
             await self._run_job(job, app)
-        finally:
+        except BaseException:  # no outcome to settle: leave now (settling leaves otherwise)
             gate.leave(key, suspect)
+            raise
 
     async def _run_job(self, job: Job, app: App) -> None:
         env, hooks = job.envelope, app.hooks

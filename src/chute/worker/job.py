@@ -57,8 +57,13 @@ class SuspectGate:
     A task that kills its process would otherwise take the tasks running beside it down with it,
     again and again, since they come back together; alone, only it is blamed. Suspects are rare,
     so normal tasks take no lock: a task announces itself, then looks for a suspect; a suspect
-    raises its flag, then waits for announced tasks to finish. Under the GIL one of the two always
+    raises its flag, then waits for announced tasks to leave. Under the GIL one of the two always
     sees the other, so they never run together.
+
+    A task leaves when its outcome is settled (acked and stored), not when it returns: if the next
+    suspect started in between and killed the process, a start would be counted against a task
+    that had finished, and three of those dead-letter a healthy task. So whoever settles calls
+    `leave`, and that thread must never wait in `enter` (it uses `try_enter`).
     """
 
     def __init__(self) -> None:
@@ -179,16 +184,25 @@ def suspect_poison(app: App, job: Job) -> WorkerLost | None:
 
 
 def run_sync(job: Job, app: App, gate: SuspectGate | None = None) -> Outcome:
-    """Call a sync task's function in this thread (alone, through `gate`, if it is a suspect)."""
+    """Call a sync task's function in this thread (alone, through `gate`, if it is a suspect).
+
+    Through a gate, the job is still in it when this returns: settling its outcome leaves it.
+    """
+    if gate is not None:
+        gate.enter(id(job), job.delivery.deliveries > 1)
+    return run_entered(job, app, gate)
+
+
+def run_entered(job: Job, app: App, gate: SuspectGate | None) -> Outcome:
+    """Call a sync task's function once the job is in `gate` (it leaves at once only on an error
+    that produced no outcome to settle)."""
     suspect = job.delivery.deliveries > 1
-    if gate is None:
-        return _run_sync(job, app, suspect)
-    key = id(job)
-    gate.enter(key, suspect)
     try:
         return _run_sync(job, app, suspect)
-    finally:
-        gate.leave(key, suspect)
+    except BaseException:
+        if gate is not None:
+            gate.leave(id(job), suspect)
+        raise
 
 
 def _run_sync(job: Job, app: App, suspect: bool) -> Outcome:
