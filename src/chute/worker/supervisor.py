@@ -29,12 +29,18 @@ def supervise(child_args: list[str], processes: int, grace: float) -> int:
     backoff = [0.5] * processes
     restart_at = [0.0] * processes
     stopping: list[int] = []
+    told: dict[int, int] = {}  # child pid -> how many of the stop signals it has been sent
+
+    def forward() -> None:
+        for c in children:
+            if c is not None and c.poll() is None:
+                while told.get(c.pid, 0) < len(stopping):  # each signal once, and a late child all of them
+                    told[c.pid] = told.get(c.pid, 0) + 1
+                    c.send_signal(signal.SIGKILL if told[c.pid] > 2 else stopping[told[c.pid] - 1])
 
     def handle(signum: int, frame: object) -> None:
         stopping.append(signum)
-        for c in children:
-            if c is not None and c.poll() is None:
-                c.send_signal(signal.SIGKILL if len(stopping) > 2 else signum)
+        forward()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
@@ -43,6 +49,7 @@ def supervise(child_args: list[str], processes: int, grace: float) -> int:
     log.info("supervising %d worker processes: %s", processes, " ".join(str(c.pid) for c in children if c))
     while True:
         if stopping:
+            forward()  # a child started while the signal was handled (a restart) has not heard of it
             deadline = time.monotonic() + grace + 5
             for c in children:
                 if c is not None:
