@@ -169,28 +169,27 @@ def popen(cmd, **kw):
     if len(calls) == 1:  # the first child dies at once, so the supervisor restarts it
         return real_popen([sys.executable, "-c", "raise SystemExit(1)"], **kw)
     os.kill(os.getpid(), signal.SIGTERM)  # the stop arrives while the replacement is being started
-    child = real_popen(cmd, **kw)
-    print(child.pid, flush=True)
-    return child
+    calls.append(real_popen(cmd, **kw))
+    return calls[-1]
 
 supervisor.subprocess.Popen = popen
 t = time.monotonic()
-code = supervisor.supervise(sys.argv[1:], 1, 5.0)
-print(f"{code} {time.monotonic() - t:.2f}", flush=True)
+code = supervisor.supervise(sys.argv[1:], 1, 20.0)
+print(code, f"{time.monotonic() - t:.2f}", calls[-1].returncode, flush=True)
 """
 
 
 def test_a_stop_that_arrives_while_a_worker_is_restarted_reaches_the_new_worker(url: str) -> None:
     """Without it the new worker never heard of the stop, and the supervisor waited out the grace
     period plus 5 s for it, then killed it (R9's poison test saw it: a SIGTERM during a restart)."""
-    proc = subprocess.run([sys.executable, "-c", SIGTERM_DURING_A_RESTART, "apps.basic:app", "--grace", "5",
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_DURING_A_RESTART, "apps.basic:app", "--grace", "20",
                            "--log-level", "WARNING"], env=env_for(url), cwd=str(Path(__file__).parent),
                           capture_output=True, text=True, timeout=60)
-    lines = proc.stdout.split()
-    assert proc.returncode == 0 and len(lines) == 3, proc.stdout + proc.stderr
-    child, code, seconds = int(lines[0]), int(lines[1]), float(lines[2])
-    assert code == 0 and seconds < 5, proc.stderr  # the new worker stopped gracefully, not at the deadline
-    assert "received SIGTERM" in proc.stderr and f"[{child}] received SIGTERM" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and len(proc.stdout.split()) == 3, proc.stdout + proc.stderr
+    code, seconds, child_exit = proc.stdout.split()
+    # the new worker stopped on the SIGTERM (gracefully, or by its default action if it came before
+    # the worker's handlers): not SIGKILLed at the deadline
+    assert code == "0" and child_exit in ("0", str(-signal.SIGTERM)) and float(seconds) < 15, proc.stdout + proc.stderr
 
 
 def test_an_idle_worker_uses_under_one_percent_of_a_core(any_url: str) -> None:
