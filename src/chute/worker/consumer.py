@@ -271,7 +271,7 @@ class Worker:
     def _runs_inline(self, job: Job) -> bool:
         """True for a sync task that has proven fast here (and has no limit that needs a thread)."""
         opts = job.task.options
-        if opts.time_limit is not None or opts.rate_limit is not None or job.delivery.deliveries > 1:
+        if opts.time_limit is not None or opts.rate_limit is not None or job.suspect:
             return False
         return self._speeds.runs_inline(job.task.name)
 
@@ -321,7 +321,7 @@ class Worker:
         finally:
             gate = self._gate
             for outcome in taken:  # settled: now a suspect may start (see SuspectGate)
-                gate.leave(id(outcome.job), outcome.job.delivery.deliveries > 1)
+                gate.leave(id(outcome.job), outcome.job.suspect)
 
     def _settle(self, taken: list[Outcome]) -> None:
         acks: list[Delivery] = []

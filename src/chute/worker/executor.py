@@ -35,7 +35,7 @@ class AsyncRunner:
         return asyncio.run_coroutine_threadsafe(self._execute(job, app), self.loop)
 
     async def _execute(self, job: Job, app: App) -> None:
-        gate, suspect = self._gate, job.delivery.deliveries > 1
+        gate, suspect = self._gate, job.suspect
         if gate is None:
             await self._run_job(job, app)
             return
@@ -51,7 +51,7 @@ class AsyncRunner:
     async def _run_job(self, job: Job, app: App) -> None:
         env, hooks = job.envelope, app.hooks
         job.started = time.monotonic()
-        if job.delivery.deliveries > 1:
+        if job.suspect:
             poison = await asyncio.to_thread(suspect_poison, app, job)
             if poison is not None:
                 self._complete(Outcome(job, None, poison, "", 0.0))

@@ -42,6 +42,11 @@ class Job:
     cancel_deadline: float = 0.0  # monotonic time after which the worker interrupts it
     extra: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
 
+    @property
+    def suspect(self) -> bool:
+        """Redelivered: its last holder died holding it (it runs alone: SuspectGate)."""
+        return self.delivery.deliveries > 1
+
 
 _current: ContextVar[Job | None] = ContextVar("chute_current_job", default=None)
 
@@ -173,7 +178,7 @@ def suspect_poison(app: App, job: Job) -> WorkerLost | None:
     messages that were only prefetched beside a poison message from being blamed for its crashes.
     The first run is never counted (no write on the hot path), so the limit allows that many runs.
     """
-    if job.delivery.deliveries < 2:
+    if not job.suspect:
         return None
     env = job.envelope
     starts = app.results.count_start(env.id, env.attempt, max(app.result_ttl, 3600.0))
@@ -189,14 +194,14 @@ def run_sync(job: Job, app: App, gate: SuspectGate | None = None) -> Outcome:
     Through a gate, the job is still in it when this returns: settling its outcome leaves it.
     """
     if gate is not None:
-        gate.enter(id(job), job.delivery.deliveries > 1)
+        gate.enter(id(job), job.suspect)
     return run_entered(job, app, gate)
 
 
 def run_entered(job: Job, app: App, gate: SuspectGate | None) -> Outcome:
     """Call a sync task's function once the job is in `gate` (it leaves at once only on an error
     that produced no outcome to settle)."""
-    suspect = job.delivery.deliveries > 1
+    suspect = job.suspect
     try:
         return _run_sync(job, app, suspect)
     except BaseException:

@@ -34,9 +34,9 @@ def supervise(child_args: list[str], processes: int, grace: float) -> int:
     def forward() -> None:
         for c in children:
             if c is not None and c.poll() is None:
-                while told.get(c.pid, 0) < len(stopping):  # each signal once, and a late child all of them
-                    told[c.pid] = told.get(c.pid, 0) + 1
-                    c.send_signal(signal.SIGKILL if told[c.pid] > 2 else stopping[told[c.pid] - 1])
+                for k in range(told.get(c.pid, 0), len(stopping)):  # each once; a late child all of them
+                    c.send_signal(signal.SIGKILL if k >= 2 else stopping[k])
+                told[c.pid] = len(stopping)
 
     def handle(signum: int, frame: object) -> None:
         stopping.append(signum)
