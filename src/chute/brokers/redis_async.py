@@ -26,6 +26,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.utils import HIREDIS_AVAILABLE
 
 from ..errors import BrokerError, BrokerUnavailable
 from ..results import ResultRecord
@@ -35,6 +36,11 @@ from .redis_plan import band, fan_out, is_lone_enqueue, publish_call, publish_re
 
 if TYPE_CHECKING:
     from .redis import RedisBroker
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover - the redis extra installs it
+    hiredis = None  # type: ignore[assignment]
 
 
 @contextmanager
@@ -51,6 +57,20 @@ def _errors(url: str, unavailable: str = "") -> Iterator[None]:
         raise BrokerError(f"Redis at {url}: {exc}") from None
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis, as sync redis-py does when hiredis is installed. redis.asyncio packs
+    in Python: ~1.3 ms of the loop's time for one publish of 50 messages (474 arguments), against
+    ~0.15 ms here."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": the server wants two arguments
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise redis.DataError(str(exc)) from None
+
+
 class _LoopClient:
     """A redis.asyncio client and its scripts, bound to one event loop."""
 
@@ -59,6 +79,9 @@ class _LoopClient:
             url, socket_connect_timeout=2.0, socket_timeout=3.0, socket_keepalive=True, health_check_interval=30,
             protocol=2, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
                                     supported_errors=(redis.ConnectionError,)))
+        if HIREDIS_AVAILABLE:  # whichever class the URL chose (TCP, TLS, Unix socket), with hiredis's packer
+            pool.connection_class = type(f"Hiredis{pool.connection_class.__name__}",
+                                         (_HiredisPacking, pool.connection_class), {})
         self.redis = aioredis.Redis(connection_pool=pool)
         self.enqueue = self.redis.register_script(lua.ENQUEUE)
         self.publish = self.redis.register_script(lua.PUBLISH)
