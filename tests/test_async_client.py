@@ -79,6 +79,45 @@ def test_concurrent_sends_are_grouped_yet_each_gets_its_own_outcome(app: chute.A
     assert values == [2 * i for i in range(0, 12, 2)]
 
 
+@pytest.mark.parametrize("overlap", [1, 4])
+def test_grouped_round_trips_are_bounded_and_overlap_as_asked(overlap: int) -> None:
+    """Concurrent sends share round trips of at most GROUP_LIMIT messages (a bigger single batch goes
+    whole), with at most `overlap` in flight; a send that arrives as a flusher finishes is not stranded."""
+    from chute.aio import GROUP_LIMIT, GroupPublisher
+    from chute.brokers.base import Outgoing
+
+    sizes: list[int] = []
+    flying = peak = 0
+
+    async def publish(outs: list[Outgoing]) -> list[str]:
+        nonlocal flying, peak
+        flying += 1
+        peak = max(peak, flying)
+        sizes.append(len(outs))
+        await asyncio.sleep(0.002)
+        flying -= 1
+        return [o.id for o in outs]
+
+    def batch(tag: str, n: int) -> list[Outgoing]:
+        return [Outgoing("q", f"{tag}-{i}", b"") for i in range(n)]
+
+    async def main() -> list[list[str]]:
+        group = GroupPublisher(publish, overlap)
+        calls = [batch(f"c{c}", 10) for c in range(40)] + [batch("big", GROUP_LIMIT + 36)]
+        got = list(await asyncio.gather(*(group.publish(b) for b in calls)))
+        for k in range(20):  # one after another: each finds the last flusher just leaving
+            got.append(await group.publish(batch(f"s{k}", 1)))
+        return got
+
+    got = asyncio.run(main())
+    assert got[:40] == [[f"c{c}-{i}" for i in range(10)] for c in range(40)]
+    assert got[40] == [f"big-{i}" for i in range(GROUP_LIMIT + 36)]
+    assert got[41:] == [[f"s{k}-0"] for k in range(20)]
+    assert sorted(sizes)[-1] == GROUP_LIMIT + 36 and sorted(sizes)[-2] <= GROUP_LIMIT
+    assert sum(sizes) == 400 + GROUP_LIMIT + 36 + 20
+    assert peak == overlap
+
+
 def test_wait_times_out_with_the_state(app: chute.App) -> None:
     @app.task
     def never(i: int) -> None:

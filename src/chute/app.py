@@ -323,7 +323,10 @@ class App:
             if self._grouped is None:
                 from .aio import Publishers
 
-                self._grouped = Publishers(self._publish_once_async)
+                # a native asyncio client waits on a server (RabbitMQ's confirms take milliseconds):
+                # several round trips in flight; a broker on a thread commits one batch at a time
+                native = getattr(self.broker, "publish_async", None) is not None
+                self._grouped = Publishers(self._publish_once_async, overlap=4 if native else 1)
             ids: list[str] = await self._grouped.publish(outs)
             return ids
         if getattr(self.broker, "publish_async", None) is None:
