@@ -108,6 +108,22 @@ def test_one_publish_per_message_where_batching_is_unavailable(vhost: str, tmp_p
     app.close()
 
 
+def test_plain_messages_are_framed_byte_for_byte_as_pamqp_frames_them() -> None:
+    """The hand-written content frames of a plain message (no headers, one body frame)."""
+    import pamqp.body
+    import pamqp.frame
+    from pamqp.header import ContentHeader
+
+    for message_id in ("0190abcdef0123456789abcdef012345", "x", "é" * 10):
+        for body in (b"a", b"x" * 1000):
+            for mode, priority in ((2, 0), (2, 9), (1, 5)):
+                props = amqp_async.aiormq.spec.Basic.Properties(delivery_mode=mode, message_id=message_id,
+                                                                priority=priority)
+                expected = pamqp.frame.marshal(ContentHeader(properties=props, body_size=len(body)), 3) + \
+                    pamqp.frame.marshal(pamqp.body.ContentBody(body), 3)
+                assert amqp_async._plain_content(3, body, mode, priority, message_id) == expected
+
+
 @pytest.mark.parametrize("side", ["sync", "async"])
 def test_a_queue_deleted_behind_our_back_is_a_clear_error_then_declared_again(
         side: str, vhost: str, tmp_path: Path) -> None:

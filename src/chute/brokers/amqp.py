@@ -6,6 +6,7 @@ RabbitMQ cannot: results, idempotency keys, the queue registry, worker heartbeat
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import hashlib
@@ -879,13 +880,18 @@ class AMQPBroker:
     # -- asyncio: the same frames on aio-pika (amqp_async.py) ----------------------------------
     async def publish_async(self, messages: Sequence[Outgoing]) -> list[str]:
         if self._aio is None:
-            try:
-                from .amqp_async import AsyncAMQP
-            except ImportError as exc:
-                raise ChuteError(f"the asyncio side of the RabbitMQ broker needs aio-pika ({exc}): "
-                                 "pip install 'chute[amqp]'") from None
-            self._aio = AsyncAMQP(self)
+            made = await asyncio.to_thread(self._make_async)  # importing aio-pika takes ~0.1 s: not on the loop
+            if self._aio is None:  # a concurrent first call may have made one already
+                self._aio = made
         return cast(list[str], await self._aio.publish(messages))
+
+    def _make_async(self) -> Any:
+        try:
+            from .amqp_async import AsyncAMQP
+        except ImportError as exc:
+            raise ChuteError(f"the asyncio side of the RabbitMQ broker needs aio-pika ({exc}): "
+                             "pip install 'chute[amqp]'") from None
+        return AsyncAMQP(self)
 
     async def aclose(self) -> None:
         """Close the running event loop's connection (the sync ones stay open)."""
