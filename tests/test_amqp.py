@@ -373,6 +373,9 @@ def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkey
             confirmed.append(i)
         wait_for(lambda: set(confirmed) <= {v for v, _ in ran(log)}, timeout=scale(90, 400),
                  what="every confirmed enqueue to run after the restart")
+        for i in range(2):  # the other worker may have run the rest while this one was still backing off
+            wait_for(lambda i=i: "reachable again" in (tmp_path / f"worker{i}.log").read_text(), timeout=30,
+                     what=f"worker {i} to reconnect")
         assert all(w.poll() is None for w in workers)  # they reconnected rather than died
         runs = ran(log)
         print(f"{len(confirmed)} confirmed enqueues across a node SIGKILL and restart: 0 lost, "

@@ -233,6 +233,9 @@ def test_redis_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> Non
             acked.append(i)
         wait_for(lambda: set(acked) <= {v for v, _ in ran(log)}, timeout=scale(40, 300),
                  what="every acknowledged enqueue to run after the restart")
+        for i in range(2):  # the other worker may have run the rest while this one was still backing off
+            wait_for(lambda i=i: "reachable again" in (tmp_path / f"worker{i}.log").read_text(), timeout=30,
+                     what=f"worker {i} to reconnect")
         assert all(w.poll() is None for w in workers)  # they reconnected rather than died
         runs = ran(log)
         print(f"{len(acked)} acknowledged enqueues, an outage of {outage:.1f} s: 0 lost, "
