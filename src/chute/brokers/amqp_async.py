@@ -236,7 +236,7 @@ def _properties(props: Any) -> aiormq.spec.Basic.Properties:
 
 CHUNK = 32  # messages written at once by _publish_batch, before the loop may run anything else
 _BATCH_ATTRS = ("lock", "delivery_tag", "confirmations", "message_id_delivery_tag", "write_queue", "number",
-                "create_future", "_split_body")
+                "create_future", "_split_body", "max_content_size")
 
 
 def _can_batch(channel: Any) -> bool:
