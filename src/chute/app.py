@@ -323,10 +323,9 @@ class App:
             if self._grouped is None:
                 from .aio import Publishers
 
-                # a native asyncio client waits on a server (RabbitMQ's confirms take milliseconds):
-                # several round trips in flight; a broker on a thread commits one batch at a time
-                native = getattr(self.broker, "publish_async", None) is not None
-                self._grouped = Publishers(self._publish_once_async, overlap=4 if native else 1)
+                # one batch in flight at a time unless the broker says more pay (RabbitMQ: 4)
+                self._grouped = Publishers(self._publish_once_async,
+                                           overlap=getattr(self.broker, "publish_async_overlap", 1))
             ids: list[str] = await self._grouped.publish(outs)
             return ids
         if getattr(self.broker, "publish_async", None) is None:

@@ -878,6 +878,8 @@ class AMQPBroker:
         return self._books().read_events(after, limit)
 
     # -- asyncio: the same frames on aio-pika (amqp_async.py) ----------------------------------
+    publish_async_overlap = 4  # grouped async batches in flight at once (aio.py): a confirm takes milliseconds
+
     async def publish_async(self, messages: Sequence[Outgoing]) -> list[str]:
         if self._aio is None:
             made = await asyncio.to_thread(self._make_async)  # importing aio-pika takes ~0.1 s: not on the loop
