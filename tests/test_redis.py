@@ -6,6 +6,7 @@ runs a redis-server of its own (AOF, fsync always) and never touches the shared 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -160,6 +161,30 @@ def test_delay_survives_a_flushed_script_cache(url: str) -> None:
         third = app.send_task("apps.basic.add", [5, 6])  # and the lean path works again afterwards
         assert [r.status for r in (first, second, third)] == [State.QUEUED] * 3
         assert app.broker.stats(["default"])[0].ready == 3
+    finally:
+        app.close()
+
+
+def test_async_sends_survive_a_flushed_script_cache(url: str) -> None:
+    """The asyncio side packs commands with hiredis; a NOSCRIPT reply makes redis.asyncio load the
+    script again (SCRIPT LOAD, a two-word command name) and send once more."""
+    app = producer(url)
+
+    async def main() -> list[State]:
+        first = await app.send_task_async("apps.basic.add", [1, 2])
+        many = await app.send_many_async([chute.Signature("apps.basic.add", (i, i)) for i in range(3)])
+        client = redis.Redis(HOST, PORT)
+        client.script_flush()
+        client.close()
+        second = await app.send_task_async("apps.basic.add", [3, 4])
+        more = await app.send_many_async([chute.Signature("apps.basic.add", (i, i)) for i in range(3)])
+        states = [await r.status_async() for r in (first, *many, second, *more)]
+        await app.aclose()
+        return states
+
+    try:
+        assert asyncio.run(main()) == [State.QUEUED] * 8
+        assert app.broker.stats(["default"])[0].ready == 8
     finally:
         app.close()
 

@@ -63,12 +63,17 @@ class _HiredisPacking:
     ~0.15 ms here."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:  # "SCRIPT LOAD": the server wants two arguments
-            args = (*args[0].split(), *args[1:])
+        name = args[0]
+        if isinstance(name, (str, bytes)) and (" " if isinstance(name, str) else b" ") in name:
+            args = (*name.split(), *args[1:])  # "SCRIPT LOAD": the server wants two arguments
         try:
             return [hiredis.pack_command(args)]
-        except TypeError as exc:
-            raise redis.DataError(str(exc)) from None
+        except TypeError:  # hiredis takes bytes, str, int and float; redis-py also takes buffers
+            args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError as exc:
+                raise redis.DataError(str(exc)) from None
 
 
 class _LoopClient:
