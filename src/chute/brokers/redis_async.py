@@ -64,7 +64,7 @@ class _HiredisPacking:
 
     def pack_command(self, *args: Any) -> list[bytes]:
         name = args[0]
-        if isinstance(name, (str, bytes)) and (" " if isinstance(name, str) else b" ") in name:
+        if (isinstance(name, str) and " " in name) or (isinstance(name, bytes) and b" " in name):
             args = (*name.split(), *args[1:])  # "SCRIPT LOAD": the server wants two arguments
         try:
             return [hiredis.pack_command(args)]
