@@ -25,7 +25,10 @@ def run_scheduler(start_real: float, start_sim: float, speed: float, skew: float
     (a file) saying whether it leads, so the test can find and kill the leader."""
     from chute.scheduler import Scheduler
 
-    s = Scheduler(app, lease=lease, clock=lambda: start_sim + (time.time() - start_real) * speed + skew)
+    # catch_up in simulated seconds: the default 300 is 1.25 real seconds at 240×, which a busy machine's
+    # stall of a killed leader's successor can outlast; 1,200 (5 real s) still fences off real downtime
+    s = Scheduler(app, lease=lease, catch_up=1200.0,
+                  clock=lambda: start_sim + (time.time() - start_real) * speed + skew)
 
     def report() -> None:
         while True:
