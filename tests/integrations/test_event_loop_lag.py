@@ -21,7 +21,7 @@ import pytest
 from helpers import TESTS
 from web import BROKERS, broker, free_port, process
 
-RATE, PER_REQUEST, SECONDS = 5000, 20, 3.0
+RATE, PER_REQUEST, SECONDS = 5000, 50, 3.0
 SERVERS = {
     "fastapi": [sys.executable, "-m", "uvicorn", "apps.lag_server:fastapi_app", "--port", "{port}",
                 "--log-level", "warning"],
@@ -70,10 +70,12 @@ def drive(port: int, each: bool, clients: int = 1) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", BROKERS)
 @pytest.mark.parametrize("server", sorted(SERVERS))
 def test_event_loop_lag_while_enqueueing_5000_per_second(server: str, kind: str, mode: str, tmp_path: Path) -> None:
-    """Batches: each request sends one send_many_async of 20. Single sends: each request makes 20
+    """Batches: each request sends one send_many_async of 50. Single sends: each request makes 50
     concurrent delay_async calls (grouped into shared round trips by chute.aio). One client sends
     the requests one after another (`drive(..., clients=8)` shares the rate among eight, as for the
-    RabbitMQ figures in docs/integrations/asyncio.md)."""
+    RabbitMQ figures in docs/integrations/asyncio.md). 50 a request, not 20: CI's one sequential
+    client, at 5+ ms a round trip on a loaded machine, managed only 3,600-3,940 tasks/s at 20 a
+    request, with the loop's p99 at 2.3-3.0 ms: the client's pace, not the server's."""
     bound_ms = 5.0
     runs = []
     for attempt in range(5):  # best of up to 5: other processes on a shared machine can delay any run
