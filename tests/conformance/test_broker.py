@@ -44,6 +44,28 @@ def test_publish_fetch_ack_round_trip(broker: Broker, queue_name: str) -> None:
     assert broker.ack(got) == 0  # acking twice does nothing
 
 
+def test_a_big_batch_over_several_priorities_is_acked_once_each(broker: Broker, queue_name: str) -> None:
+    broker.publish([out(queue_name, i, priority=i % 3) for i in range(2_500)])
+    got: list[Delivery] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 2_500 and time.monotonic() < deadline:  # a broker may hand over fewer than asked
+        got += broker.fetch([queue_name], 2_500 - len(got), 30.0, 0.05)
+    assert len(got) == 2_500 and len({d.id for d in got}) == 2_500
+    assert fetch_all(broker, queue_name) == []  # every one of them is held
+    # one call: 2,499 held, one repeated, and one whose claim is stale (it was released and fetched again)
+    assert broker.release([got[0]]) == 1
+    (again,) = fetch_all(broker, queue_name)
+    assert again.id == got[0].id
+    assert broker.ack([*got, got[1]]) == 2_499
+    (s,) = broker.stats([queue_name])
+    assert (s.ready, s.in_flight) == (0, 1)
+    assert broker.ack(got) == 0
+    assert broker.ack([again]) == 1
+    (s,) = broker.stats([queue_name])
+    assert (s.ready, s.in_flight, s.delayed, s.dead) == (0, 0, 0, 0)
+    assert fetch_all(broker, queue_name) == []
+
+
 def test_fetch_respects_limit_and_fifo(broker: Broker, queue_name: str) -> None:
     broker.publish([out(queue_name, i) for i in range(10)])
     first = broker.fetch([queue_name], 3, 30.0, 0.0)

@@ -14,6 +14,19 @@ QUEUED_TTL_MS = 86_400_000  # a QUEUED record lasts until a worker writes the ne
 
 _LUA_NOW = "local _t = redis.call('TIME') local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)\n"
 
+# each(call, command, fixed, items, size): the variadic `command` with arguments `fixed` then `items`,
+# through `call` (redis.call or redis.pcall), in calls of at most `size` items (Lua's unpack has a limit).
+_EACH = """
+local function each(call, command, fixed, items, size)
+  for first = 1, #items, size do
+    local args = {}
+    for i = 1, #fixed do args[i] = fixed[i] end
+    for i = first, math.min(first + size - 1, #items) do args[#args+1] = items[i] end
+    call(command, unpack(args))
+  end
+end
+"""
+
 # Entries carry the fields id and body (plain clients may XADD them: docs/brokers/redis.md).
 # A tag names an entry in its queue: "<band>:<stream id>".
 _QUEUED = """
@@ -143,7 +156,7 @@ end
 return ids
 """.replace("BANDS", str(BANDS)).replace("QUEUED\n", _QUEUED, 1)
 
-FETCH = _LUA_NOW + """
+FETCH = _LUA_NOW + _EACH + """
 local group, consumer, limit, lease, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local nq = #KEYS / 15
 local out = {}
@@ -154,11 +167,14 @@ local function fields(f)
   end
   return id, body
 end
+local claims, leases = {}, {}  -- per queue: the claim and lease of each taken entry, written at the end
 local function take(q, b, band, entry, n)
   local tag = band .. ':' .. entry[1]
   local id, body = fields(entry[2])
-  redis.call('HSET', KEYS[b+11], tag, token)
-  redis.call('ZADD', KEYS[b+12], now + lease, tag)
+  local c, l = claims[b], leases[b]
+  if not c then c, l = {}, {}; claims[b], leases[b] = c, l end
+  c[#c+1], c[#c+2] = tag, token
+  l[#l+1], l[#l+2] = now + lease, tag
   out[#out+1] = {q, tag, id or entry[1], body, n}
 end
 for q = 0, nq - 1 do
@@ -210,7 +226,13 @@ for band = BANDS - 1, 0, -1 do
     end
   end
 end
-if #out > 0 then return {now, -1, out, {}} end
+if #out > 0 then
+  for b, c in pairs(claims) do
+    each(redis.call, 'HSET', {KEYS[b+11]}, c, 1000)
+    each(redis.call, 'ZADD', {KEYS[b+12]}, leases[b], 1000)
+  end
+  return {now, -1, out, {}}
+end
 local next_due = -1
 local last = {}
 for q = 0, nq - 1 do
@@ -240,9 +262,31 @@ local function settle(tag, claim)
 end
 """
 
-ACK = SETTLE + """
-local n = 0
-for i = 2, #ARGV, 2 do if settle(ARGV[i], ARGV[i+1]) then n = n + 1 end end
+# ACK: the held entries of a batch, checked one by one, then settled with one call per command and band.
+ACK = _EACH + """
+local group, tags, entries, n = ARGV[1], {}, {}, 0
+for i = 2, #ARGV, 2 do
+  local tag = ARGV[i]
+  if redis.call('HGET', KEYS[11], tag) == ARGV[i+1] and not entries[tag] then
+    entries[tag] = true
+    n = n + 1
+    tags[n] = tag
+  end
+end
+if n == 0 then return 0 end
+local bands = {}
+for _, tag in ipairs(tags) do
+  local band = tonumber(string.sub(tag, 1, 1))
+  local ids = bands[band]
+  if not ids then ids = {}; bands[band] = ids end
+  ids[#ids+1] = string.sub(tag, 3)
+end
+for band, ids in pairs(bands) do
+  each(redis.pcall, 'XACK', {KEYS[1+band], group}, ids, 1000)  -- as settle(): a missing group is no error
+  each(redis.call, 'XDEL', {KEYS[1+band]}, ids, 1000)
+end
+each(redis.call, 'HDEL', {KEYS[11]}, tags, 1000)
+each(redis.call, 'ZREM', {KEYS[12]}, tags, 1000)
 return n
 """
 
@@ -355,11 +399,14 @@ for i = 1, #KEYS / 2 do
   redis.call('HSET', KEYS[k], 's', ARGV[a], 'r', ARGV[a+1])
   if ARGV[a+2] ~= '0' then redis.call('PEXPIREAT', KEYS[k], ARGV[a+2]) else redis.call('PERSIST', KEYS[k]) end
   if ARGV[a+3] == '1' then
-    for _, list in ipairs(redis.call('SMEMBERS', KEYS[k+1])) do
-      redis.call('LPUSH', list, ARGV[a+1])
-      redis.call('PEXPIRE', list, NOTIFY_TTL)
+    local lists = redis.call('SMEMBERS', KEYS[k+1])
+    if lists[1] then
+      for _, list in ipairs(lists) do
+        redis.call('LPUSH', list, ARGV[a+1])
+        redis.call('PEXPIRE', list, NOTIFY_TTL)
+      end
+      redis.call('DEL', KEYS[k+1])
     end
-    redis.call('DEL', KEYS[k+1])
   end
 end
 return 0
