@@ -32,6 +32,7 @@ from ..errors import BrokerError, BrokerUnavailable
 from ..results import ResultRecord
 from . import redis_scripts as lua
 from .base import Outgoing
+from .redis import driver_identity
 from .redis_plan import band, fan_out, is_lone_enqueue, publish_call, publish_reply
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class _LoopClient:
     def __init__(self, url: str) -> None:
         pool = aioredis.ConnectionPool.from_url(
             url, socket_connect_timeout=2.0, socket_timeout=3.0, socket_keepalive=True, health_check_interval=30,
-            protocol=2, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
+            protocol=2, **driver_identity(), retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
                                     supported_errors=(redis.ConnectionError,)))
         if HIREDIS_AVAILABLE:  # whichever class the URL chose (TCP, TLS, Unix socket), with hiredis's packer
             pool.connection_class = type(f"Hiredis{pool.connection_class.__name__}",
