@@ -55,6 +55,7 @@ _encode_record = msgspec.msgpack.Encoder().encode
 _decode_record = msgspec.msgpack.Decoder(ResultRecord).decode
 _decode_worker = msgspec.json.Decoder(WorkerInfo).decode
 
+
 def driver_identity() -> dict[str, Any]:
     """The connection option that names redis-py's version for CLIENT SETINFO. Left out, redis-py
     reads it from the installed packages' metadata on the first connection of each process

@@ -264,30 +264,26 @@ end
 
 # ACK: the held entries of a batch, checked one by one, then settled with one call per command and band.
 ACK = _EACH + """
-local group, tags, entries, n = ARGV[1], {}, {}, 0
+local group, tags, seen, bands = ARGV[1], {}, {}, {}
 for i = 2, #ARGV, 2 do
   local tag = ARGV[i]
-  if redis.call('HGET', KEYS[11], tag) == ARGV[i+1] and not entries[tag] then
-    entries[tag] = true
-    n = n + 1
-    tags[n] = tag
+  if not seen[tag] and redis.call('HGET', KEYS[11], tag) == ARGV[i+1] then
+    seen[tag] = true
+    tags[#tags+1] = tag
+    local band = tonumber(string.sub(tag, 1, 1))
+    local ids = bands[band]
+    if not ids then ids = {}; bands[band] = ids end
+    ids[#ids+1] = string.sub(tag, 3)
   end
 end
-if n == 0 then return 0 end
-local bands = {}
-for _, tag in ipairs(tags) do
-  local band = tonumber(string.sub(tag, 1, 1))
-  local ids = bands[band]
-  if not ids then ids = {}; bands[band] = ids end
-  ids[#ids+1] = string.sub(tag, 3)
-end
+if #tags == 0 then return 0 end
 for band, ids in pairs(bands) do
   each(redis.pcall, 'XACK', {KEYS[1+band], group}, ids, 1000)  -- as settle(): a missing group is no error
   each(redis.call, 'XDEL', {KEYS[1+band]}, ids, 1000)
 end
 each(redis.call, 'HDEL', {KEYS[11]}, tags, 1000)
 each(redis.call, 'ZREM', {KEYS[12]}, tags, 1000)
-return n
+return #tags
 """
 
 RELEASE = SETTLE + """
