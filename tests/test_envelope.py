@@ -61,6 +61,9 @@ REFUSED = [
     ((1, [2, {"deep": float("inf")}]), {}, r"args\[1\]\[1\]\['deep'\]: inf is not allowed"),
     ((), {"when": {"x": Thing()}}, r"kwargs\['when'\]\['x'\]: Thing"),
     ((2**64,), {}, r"args\[0\]: integer .* does not fit in 64 bits"),
+    ((1, "a", -(2**63) - 1), {}, r"args\[2\]: integer .* does not fit in 64 bits"),
+    (("plain", 2.5, float("-inf")), {}, r"args\[2\]: -inf is not allowed"),
+    ((1, 2), {"ok": 1, "bad": float("nan")}, r"kwargs\['bad'\]: nan is not allowed"),
     (({1: "a"},), {}, r"args\[0\]: dict key 1 is a int; keys must be str"),
     ((recursive,), {}, r"args\[0\].*recursive structure"),
 ]

@@ -374,3 +374,57 @@ def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server
         app.close()
         server.terminate()
         server.wait(10)
+
+
+def test_the_lean_enqueue_is_packed_byte_for_byte_as_hiredis_packs_it(url: str) -> None:
+    """delay() packs its ENQUEUE call itself, the parts fixed by queue and band once: the bytes must be
+    exactly what hiredis's packer writes, for any queue name, band and body."""
+    import hiredis
+
+    from chute.brokers.base import Outgoing
+    from chute.envelope import new_id
+
+    app = chute.App(url)
+    broker: Any = app.broker
+    try:
+        for queue, priority, body in [("default", 0, b'{"a":1}'), ("\u00e9mails \u2713", 9, b""),
+                                      ("q", 5, bytes(range(256)) * 300)]:
+            for _ in range(2):  # packed fresh, then from the cache
+                m = Outgoing(queue, new_id(), body, priority)
+                want = hiredis.pack_command(("EVALSHA", broker._enqueue.sha, 2, broker._qkeys(queue)[priority],
+                                             broker._rkey(m.id), m.id, body, queue))
+                assert broker._enqueue_command(m) == want
+    finally:
+        app.close()
+
+
+def _send_in_child(app: chute.App, out: Any) -> None:
+    idle_at_fork = len(app.broker._fast._idle)  # type: ignore[attr-defined]
+    sent = app.send_task("apps.basic.add", [3, 3])
+    out.put((idle_at_fork, sent.status.value, os.getpid()))
+
+
+def test_a_forked_child_sends_on_lean_sockets_of_its_own(url: str) -> None:
+    """The lean path's idle sockets belong to the process that opened them: a child forked after a
+    delay() forgets them at the fork and opens its own (reading the parent's would take its
+    replies), and the parent's keep working after the child has exited."""
+    import multiprocessing
+
+    app = producer(url)
+    try:
+        for i in range(2):  # the second goes over the lean path and leaves its socket idle
+            app.send_task("apps.basic.add", [i, i])
+        assert app.broker._fast._idle  # type: ignore[attr-defined]
+        ctx = multiprocessing.get_context("fork")
+        out = ctx.Queue()
+        child = ctx.Process(target=_send_in_child, args=(app, out))
+        child.start()
+        idle_at_fork, state, pid = out.get(timeout=20)
+        child.join(10)
+        assert child.exitcode == 0 and pid != os.getpid()
+        assert idle_at_fork == 0 and state == "queued"
+        after = app.send_task("apps.basic.add", [4, 4])
+        assert after.status is State.QUEUED
+        assert app.broker.stats(["default"])[0].ready == 4
+    finally:
+        app.close()

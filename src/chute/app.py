@@ -376,7 +376,7 @@ class App:
 
     def _publish(self, outs: list[Outgoing]) -> list[str]:
         """Publish; for queues whose policy is "block", wait for room up to their timeout."""
-        block = self._block_timeout(outs)
+        block = self._block_timeout(outs) if self.queues else None
         if block is None:
             return self.broker.publish(outs)
         deadline = time.monotonic() + block

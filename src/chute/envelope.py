@@ -61,10 +61,20 @@ class _VersionOnly(msgspec.Struct):
 
 def new_id() -> str:
     """A 32-hex-digit id that sorts by creation time (48-bit milliseconds + 80 random bits)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return ((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)).hex()
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_INT_RANGE = range(-(1 << 63), 1 << 64)
+
+
+def _plain(value: Any) -> bool:
+    """True for a scalar that encodes as it is (the common argument), checked without building a path."""
+    kind = type(value)
+    if kind is int:
+        return value in _INT_RANGE
+    if kind is float:
+        return math.isfinite(value)
+    return kind is str or kind is bool or value is None
 
 
 def check_encodable(value: Any, path: str, *, allow_bytes: bool = False) -> None:
@@ -96,7 +106,7 @@ def _check(value: Any, path: str, allow_bytes: bool, depth: int, seen: set[int])
             raise SerializationError(f"{path}: recursive structure (contains itself)")
         seen.add(id(value))
         for i, item in enumerate(value):
-            if type(item) not in _SCALARS or type(item) is float or type(item) is int:
+            if not _plain(item):
                 _check(item, f"{path}[{i}]", allow_bytes, depth + 1, seen)
         seen.discard(id(value))
         return
@@ -107,7 +117,7 @@ def _check(value: Any, path: str, allow_bytes: bool, depth: int, seen: set[int])
         for key, item in value.items():
             if type(key) is not str:
                 raise SerializationError(f"{path}: dict key {key!r} is a {type(key).__name__}; keys must be str")
-            if type(item) not in _SCALARS or type(item) is float or type(item) is int:
+            if not _plain(item):
                 _check(item, f"{path}[{key!r}]", allow_bytes, depth + 1, seen)
         seen.discard(id(value))
         return
@@ -146,11 +156,19 @@ class Codec:
 
     def check_args(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], task: str) -> None:
         """Raise SerializationError naming the argument if any argument would not encode faithfully."""
+        for value in args:  # the common case, plain scalars, without a call or a path per argument
+            kind = type(value)
+            if not (kind is str or (kind is int and value in _INT_RANGE) or value is None or kind is bool
+                    or (kind is float and math.isfinite(value))):
+                break
+        else:
+            if not kwargs:
+                return
         for i, value in enumerate(args):
-            if type(value) not in _SCALARS or type(value) is float or type(value) is int:
+            if not _plain(value):
                 check_encodable(value, f"{task}: args[{i}]", allow_bytes=self.allow_bytes)
         for key, value in kwargs.items():
-            if type(value) not in _SCALARS or type(value) is float or type(value) is int:
+            if not _plain(value):
                 check_encodable(value, f"{task}: kwargs[{key!r}]", allow_bytes=self.allow_bytes)
 
     def encode(self, envelope: Envelope) -> bytes:

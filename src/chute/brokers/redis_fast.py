@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import select
 import socket
-import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,14 +58,22 @@ class _Link:
 
     def call(self, packed: bytes, replies: int = 1) -> list[Any]:
         """Send `packed` (one command or several) and return its `replies` replies."""
-        view, sock = memoryview(packed), self.sock
-        while view:
-            try:
-                view = view[sock.send(view):]
-            except BlockingIOError:  # the send buffer is full (a large body): wait until it drains
-                if not select.select([], [sock], [], self.timeout)[1]:
-                    raise TimeoutError("timed out sending") from None
+        self.send(packed)
         return [self.read() for _ in range(replies)]
+
+    def send(self, packed: bytes) -> None:
+        try:
+            sent = self.sock.send(packed)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(packed):  # the send buffer is full (a large body): the rest as it drains
+            view, sock = memoryview(packed)[sent:], self.sock
+            while view:
+                try:
+                    view = view[sock.send(view):]
+                except BlockingIOError:
+                    if not select.select([], [sock], [], self.timeout)[1]:
+                        raise TimeoutError("timed out sending") from None
 
     def read(self) -> Any:
         reader, sock = self.reader, self.sock
@@ -88,12 +96,21 @@ class _Link:
             reader.feed(chunk)
 
 
+def bulk(data: bytes) -> bytes:
+    """One RESP bulk string: what hiredis's packer writes for each argument of a command."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
 class _Closed(ConnectionError):
     """The server closed the connection."""
 
 
 class FastCalls:
-    """Idle sockets to the server `pool` connects to, reused by whichever thread calls next."""
+    """Idle sockets to the server `pool` connects to, reused by whichever thread calls next.
+
+    The idle list is taken from and given back to without a lock (list pop and append are atomic),
+    and a forked child drops its parent's sockets once, at the fork, not by comparing pids per call.
+    """
 
     MAX_IDLE = 16
 
@@ -107,46 +124,83 @@ class FastCalls:
         self._connect_timeout = kw.get("socket_connect_timeout") or 2.0
         self._timeout = kw.get("socket_timeout") or 3.0
         self._idle: list[_Link] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
+        _open.add(self)
 
     def call(self, *args: Any) -> Any | None:
         """Send one command and return its reply; None if it did not run (use the general path)."""
-        replies = self.call_many([args])
-        return None if replies is None else replies[0]
+        if not self.enabled:
+            return None
+        try:
+            packed = hiredis.pack_command(args)
+        except (ValueError, TypeError):
+            return None
+        return self.call_packed(packed)
+
+    def call_packed(self, packed: bytes) -> Any | None:
+        """`call` for a command already packed (RESP): its reply, or None if it did not run."""
+        if not self.enabled:
+            return None
+        link, reused = self._take()
+        if link is None:
+            return None
+        try:
+            link.send(packed)
+            reply = link.read()
+        except OSError as exc:
+            self._lost(link, reused, exc)
+            return None
+        idle = self._idle  # _give, inline: this is every delay()'s path
+        if len(idle) < self.MAX_IDLE:
+            idle.append(link)
+        else:
+            link.sock.close()
+        return None if isinstance(reply, hiredis.ReplyError) else reply
 
     def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
         """Send commands in one write and return their replies; None if any was refused with an error
         reply or none could be sent (the caller takes the general path, which must be safe to repeat)."""
         if not self.enabled or not commands:
             return None
-        with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
-                self._idle, self._pid = [], os.getpid()
-            link = self._idle.pop() if self._idle else None
-        reused = link is not None
         try:
-            if link is None:
-                link = self._connect()
             packed = b"".join([hiredis.pack_command(tuple(c)) for c in commands])
-        except (OSError, ValueError, TypeError):
+        except (ValueError, TypeError):
+            return None
+        link, reused = self._take()
+        if link is None:
             return None
         try:
             replies = link.call(packed, len(commands))
-        except (ConnectionResetError, BrokenPipeError, _Closed):
-            link.sock.close()
-            if reused:  # an idle socket the server had dropped (a restart, its idle timeout): it never ran
-                return None
-            raise BrokerUnavailable(f"Redis at {self._url}: the connection was reset during a call; it may or "
-                                    "may not have been carried out") from None
-        except OSError as exc:  # a timeout: the server may have run it
-            link.sock.close()
-            raise BrokerUnavailable(f"Redis at {self._url}: no reply within {self._timeout:g} s ({exc}); the call "
-                                    "may or may not have been carried out") from None
+        except OSError as exc:
+            self._lost(link, reused, exc)
+            return None
         self._give(link)
         if any(isinstance(r, hiredis.ReplyError) for r in replies):  # did not run (NOSCRIPT...): the socket is fine
             return None
         return replies
+
+    def _take(self) -> tuple[_Link | None, bool]:
+        """An idle link (reused: True) or a new one; (None, False) if none can be had."""
+        if self._idle:
+            try:
+                return self._idle.pop(), True
+            except IndexError:  # another thread took the last one
+                pass
+        try:
+            return self._connect(), False
+        except (OSError, ValueError, TypeError):
+            return None, False
+
+    def _lost(self, link: _Link, reused: bool, exc: OSError) -> None:
+        """A call failed on `link`: close it; return quietly only if the command surely never ran."""
+        link.sock.close()
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, _Closed)):
+            if reused:  # an idle socket the server had dropped (a restart, its idle timeout): it never ran
+                return
+            raise BrokerUnavailable(f"Redis at {self._url}: the connection was reset during a call; it may or "
+                                    "may not have been carried out") from None
+        # a timeout: the server may have run it
+        raise BrokerUnavailable(f"Redis at {self._url}: no reply within {self._timeout:g} s ({exc}); the call "
+                                "may or may not have been carried out") from None
 
     def _connect(self) -> _Link:
         sock = socket.create_connection(self._address, timeout=self._connect_timeout)
@@ -163,14 +217,28 @@ class FastCalls:
             raise
 
     def _give(self, link: _Link) -> None:
-        with self._lock:
-            if len(self._idle) < self.MAX_IDLE and self._pid == os.getpid():
-                self._idle.append(link)
-                return
-        link.sock.close()
+        idle = self._idle
+        if len(idle) < self.MAX_IDLE:
+            idle.append(link)
+        else:
+            link.sock.close()
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, []
         for link in idle:
             link.sock.close()
+
+    def _forget_after_fork(self) -> None:
+        self._idle = []  # the parent's sockets: never read them here (the parent may be mid-call)
+
+
+_open: weakref.WeakSet[FastCalls] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for calls in list(_open):
+        calls._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
