@@ -262,6 +262,34 @@ def test_results_store_get_and_wait(broker: Broker) -> None:
     assert got2 is not None and got2.error == ErrorInfo("ValueError", "bad", "tb")
 
 
+def test_waiters_among_a_large_batch_of_stored_results_each_get_their_own(broker: Broker) -> None:
+    """One store of 1,200 records, two of which are awaited: each waiter wakes with its own record."""
+    results = results_of(broker)
+    now = time.time()
+    records = [ResultRecord(f"b{i}", State.SUCCEEDED, "mod.f", "default", str(i).encode(), "json", None, 0, now,
+                            now + 60) for i in range(1200)]
+    got: dict[str, ResultRecord | None] = {}
+    woke: dict[str, float] = {}
+
+    def wait(task_id: str) -> None:
+        got[task_id] = results.wait(task_id, 5.0)
+        woke[task_id] = time.monotonic()
+
+    waiters = [threading.Thread(target=wait, args=(i,)) for i in ("b7", "b1100")]
+    for w in waiters:
+        w.start()
+    time.sleep(0.3)  # both are waiting
+    t0 = time.monotonic()
+    results.store(records)
+    for w in waiters:
+        w.join(5)
+    assert all(woke[i] - t0 < 0.5 for i in ("b7", "b1100")), woke  # woken by the store, not a re-check
+    assert got["b7"] is not None and got["b7"].value == b"7"
+    assert got["b1100"] is not None and got["b1100"].value == b"1100"
+    last = results.get("b1199")
+    assert last is not None and last.value == b"1199"
+
+
 def test_queued_marks_never_overwrite_a_record_and_can_be_forgotten(broker: Broker) -> None:
     results = results_of(broker)
     now = time.time()

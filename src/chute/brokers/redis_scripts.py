@@ -262,12 +262,15 @@ local function settle(tag, claim)
 end
 """
 
-# ACK: the held entries of a batch, checked one by one, then settled with one call per command and band.
+# ACK: the claims of a batch read in one HMGET (per 1,000), each checked, then the held entries
+# settled with one call per command and band.
 ACK = _EACH + """
-local group, tags, seen, bands = ARGV[1], {}, {}, {}
+local group, tags, seen, bands, asked, held = ARGV[1], {}, {}, {}, {}, {}
+for i = 2, #ARGV, 2 do asked[#asked+1] = ARGV[i] end
+each(function(...) for _, v in ipairs(redis.call(...)) do held[#held+1] = v end end, 'HMGET', {KEYS[11]}, asked, 1000)
 for i = 2, #ARGV, 2 do
   local tag = ARGV[i]
-  if not seen[tag] and redis.call('HGET', KEYS[11], tag) == ARGV[i+1] then
+  if not seen[tag] and held[i / 2] == ARGV[i+1] then
     seen[tag] = true
     tags[#tags+1] = tag
     local band = tonumber(string.sub(tag, 1, 1))
@@ -389,12 +392,17 @@ return cancelled
 # STORE: KEYS = (record, waiters) pairs; ARGV = (state, record, expiry ms or 0, finished) quadruples.
 # `waiters` is the set of wake-up lists of wait() calls blocked on the task: a finished record is
 # pushed into each, so a waiter gets it from its BLPOP with no further round trip.
-STORE = """
+# One EXISTS over every waiters set first: a batch nobody waits on costs no SMEMBERS per record.
+STORE = _EACH + """
+local sets = {}
+for i = 2, #KEYS, 2 do sets[#sets+1] = KEYS[i] end
+local waited = 0
+each(function(...) waited = waited + redis.call(...) end, 'EXISTS', {}, sets, 1000)
 for i = 1, #KEYS / 2 do
   local k, a = 2 * i - 1, 4 * i - 3
   redis.call('HSET', KEYS[k], 's', ARGV[a], 'r', ARGV[a+1])
   if ARGV[a+2] ~= '0' then redis.call('PEXPIREAT', KEYS[k], ARGV[a+2]) else redis.call('PERSIST', KEYS[k]) end
-  if ARGV[a+3] == '1' then
+  if waited > 0 and ARGV[a+3] == '1' then
     local lists = redis.call('SMEMBERS', KEYS[k+1])
     if lists[1] then
       for _, list in ipairs(lists) do
