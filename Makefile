@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck bench clean browser screenshots bytecode
+.PHONY: demo test lint typecheck bench clean browser screenshots bytecode peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP) bytecode
 	$(PY) benchmarks/throughput.py
+
+# The peer harness (../shared/bench/peers) beside ours, with a chute venv built like the peers' (docs/benchmarks.md).
+peers:
+	benchmarks/peers_setup.sh
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
