@@ -12,6 +12,7 @@ import pytest
 
 import chute
 from chute import State
+from chute.worker.speed import LEARN_RUNS
 from conftest import BROKER_KINDS, app_on
 from helpers import wait_for, worker_thread
 
@@ -40,6 +41,29 @@ def test_queued_and_delayed_tasks_never_start_even_on_a_later_worker(app: chute.
     assert ran == [3]
     with pytest.raises(chute.TaskCancelled):
         queued.get(timeout=1)
+
+
+def test_cancelled_tasks_among_a_batch_of_proven_fast_ones_never_start(app: chute.App) -> None:
+    """A task that has proven fast runs in whole batches on the worker's own thread, checked for
+    cancellation once a batch (on a broker that keeps the results, by the fetch itself): the
+    cancelled ones never start, every other one runs once."""
+    ran: list[int] = []
+
+    @app.task
+    def f(i: int) -> None:
+        ran.append(i)
+
+    with worker_thread(app) as w:
+        for h in [f.delay(-1) for _ in range(LEARN_RUNS + 5)]:
+            h.get(timeout=10)
+        wait_for(lambda: w._speeds.runs_inline(f.name), what="the task to qualify to run inline")
+        with app.batch():  # the cancellations land before the messages: the worker fetches all 60 at once
+            handles = [f.delay(i) for i in range(60)]
+            assert all(h.cancel() for h in handles[::7])
+        wait_for(lambda: len([i for i in ran if i >= 0]) >= 51, what="the other 51 tasks")
+        wait_for(lambda: sum(s.ready + s.in_flight for s in app.broker.stats()) == 0, what="drained")
+    assert sorted(i for i in ran if i >= 0) == [i for i in range(60) if i % 7]
+    assert all(h.status is State.CANCELLED for h in handles[::7])
 
 
 def test_cancelling_a_finished_task_is_a_no_op_that_says_so(app: chute.App) -> None:

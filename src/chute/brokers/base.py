@@ -45,6 +45,7 @@ class Delivery(msgspec.Struct):
     claim: str  # opaque fencing token for this delivery
     deliveries: int  # times the broker has handed out this message since it was last (re)queued
     tag: object = None  # broker-private handle (row id, stream entry id, delivery tag)
+    cancelled: bool = False  # its task was cancelled when it was fetched (`checks_cancellation_at_fetch`)
 
 
 class QueueStats(msgspec.Struct):
@@ -116,7 +117,10 @@ class Broker(Protocol):
     def fetch(self, queues: Sequence[str], limit: int, lease: float, timeout: float) -> list[Delivery]:
         """Claim up to `limit` due messages, highest priority first, for `lease` seconds.
 
-        Waits up to `timeout` seconds for the first one; returns [] if none came.
+        Waits up to `timeout` seconds for the first one; returns [] if none came. A broker that is
+        also the App's result store may set `checks_cancellation_at_fetch = True` and mark each
+        delivery whose task was cancelled (`Delivery.cancelled`) in the same call: the worker then
+        skips its own check (a round trip) before running a batch.
         """
         ...
 

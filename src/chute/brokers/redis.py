@@ -97,6 +97,7 @@ class RedisBroker:
     """Broker and ResultBackend on one Redis server, shared by every machine that reaches it."""
 
     acks_with_results = True  # ack(deliveries, results) writes both in one pipeline
+    checks_cancellation_at_fetch = True  # each Delivery says whether its task's record is cancelled
 
     def __init__(self, client: redis.Redis, *, prefix: str = "chute", url: str = "redis://") -> None:
         self.url = redact_url(url)
@@ -243,10 +244,11 @@ class RedisBroker:
         keys = [k for q in queues for k in self._qkeys(q)]
         while True:
             token = os.urandom(8).hex()
-            now, next_due, got, last = self._lean(self._fetch, keys, [GROUP, self._consumer(), limit, ms(lease), token])
+            now, next_due, got, last = self._lean(self._fetch, keys, [GROUP, self._consumer(), limit, ms(lease), token,
+                                                                     self._rkey_head])
             if got:
-                return [Delivery(queues[q], mid.decode(), body, token, int(n), tag.decode())
-                        for q, tag, mid, body, n in got]
+                return [Delivery(queues[q], mid.decode(), body, token, int(n), tag.decode(), cancelled == 1)
+                        for q, tag, mid, body, n, cancelled in got]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []

@@ -156,8 +156,11 @@ end
 return ids
 """.replace("BANDS", str(BANDS)).replace("QUEUED\n", _QUEUED, 1)
 
+# FETCH: KEYS = NKEYS per queue; ARGV = group, consumer, limit, lease ms, claim token, and the result
+# records' key head ("<prefix>:r:{"): each taken entry says whether its task's record is cancelled.
 FETCH = _LUA_NOW + _EACH + """
 local group, consumer, limit, lease, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local records = ARGV[6]
 local nq = #KEYS / 15
 local out = {}
 local function fields(f)
@@ -230,6 +233,9 @@ if #out > 0 then
   for b, c in pairs(claims) do
     each(redis.call, 'HSET', {KEYS[b+11]}, c, 1000)
     each(redis.call, 'ZADD', {KEYS[b+12]}, leases[b], 1000)
+  end
+  for _, o in ipairs(out) do  -- the record's key is in the task's slot: standalone servers, as STORE
+    o[6] = redis.call('HGET', records .. o[3] .. '}', 's') == 'cancelled' and 1 or 0
   end
   return {now, -1, out, {}}
 end

@@ -103,6 +103,8 @@ class Worker:
         self._ack_with_results: Callable[[Sequence[Delivery], Sequence[ResultRecord]], int] | None = (
             self.broker.ack if same_store is self.broker and getattr(self.broker, "acks_with_results", False)
             else None)  # type: ignore[assignment]
+        self._fetch_tells_cancelled = same_store is self.broker and getattr(self.broker,
+                                                                            "checks_cancellation_at_fetch", False)
         self._low_water = max(1, self.prefetch // 4)
         self._settle_batch = max(1, self.prefetch // 2)
         supervisor = os.environ.get("CHUTE_SUPERVISOR_PID")
@@ -220,12 +222,14 @@ class Worker:
 
         A batch of proven-fast tasks that will all run inline is only checked for cancellations: it
         finishes within milliseconds, before a STARTED record could tell anyone anything, and the
-        writes it would cost are a good part of a fast task's round trip to a remote store.
+        writes it would cost are a good part of a fast task's round trip to a remote store. Where
+        the broker keeps the results and checked at fetch (`Delivery.cancelled`), that check is free.
         """
         now = time.time()
         try:
             if all(self._runs_inline(j) for j in jobs):
-                cancelled = self.results.cancelled([j.envelope.id for j in jobs])
+                cancelled = ({j.envelope.id for j in jobs if j.delivery.cancelled} if self._fetch_tells_cancelled
+                             else self.results.cancelled([j.envelope.id for j in jobs]))
             else:
                 cancelled = self.results.started([ResultRecord(j.envelope.id, State.STARTED, j.envelope.name,
                                                                j.envelope.queue, attempt=j.envelope.attempt,
