@@ -1,5 +1,7 @@
-"""Redis's own time a task in each of a worker's scripts: fetch, the cancellation check, and ack with
-results, on batches of a worker's size. What a worker waits for, apart from its Python and the task.
+"""Redis's own time a task in each of a worker's scripts: fetch (which also reads each taken task's
+state, so a batch run on the consumer thread needs no separate cancellation check), the separate
+cancellation check (still made for running tasks, every 0.5 s), and ack with results, on batches
+of a worker's size. What a worker waits for, apart from its Python and the task.
 
     .venv/bin/python benchmarks/redis_server_time.py [-n 20000] [-b 50] [-r 3]
 

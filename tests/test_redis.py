@@ -149,19 +149,44 @@ def test_plain_redis_clients_can_produce_and_read_chute_messages(url: str, prefi
         app.close()
 
 
-def test_delay_survives_a_flushed_script_cache(url: str) -> None:
-    """The lean one-by-one path falls back to the general one, which reloads the scripts."""
+def test_delay_and_batches_survive_a_flushed_script_cache(url: str) -> None:
+    """The lean paths (one by one, and a batch) fall back to the general one, which reloads the scripts."""
     app = producer(url)
+    client = redis.Redis(HOST, PORT)
     try:
         first = app.send_task("apps.basic.add", [1, 2])
-        client = redis.Redis(HOST, PORT)
         client.script_flush()
-        client.close()
         second = app.send_task("apps.basic.add", [3, 4])
         third = app.send_task("apps.basic.add", [5, 6])  # and the lean path works again afterwards
         assert [r.status for r in (first, second, third)] == [State.QUEUED] * 3
-        assert app.broker.stats(["default"])[0].ready == 3
+        client.script_flush()
+        with app.batch():
+            batch = [app.send_task("apps.basic.add", [i, i]) for i in range(3)]
+        with app.batch():
+            batch += [app.send_task("apps.basic.add", [i, i]) for i in range(3)]
+        assert all(r.status is State.QUEUED for r in batch)
+        assert app.broker.stats(["default"])[0].ready == 9
     finally:
+        client.close()
+        app.close()
+
+
+def test_a_script_that_fails_after_a_write_is_not_run_again(url: str, prefix: str) -> None:
+    """Only NOSCRIPT (the script never ran) sends a call down the general path to run again. A batch
+    whose script stops half-way (here a key of the wrong type, written by someone else) raises a
+    clear error, and what it wrote before the error is written once, not twice."""
+    app = producer(url)
+    client = redis.Redis(HOST, PORT)
+    try:
+        app.send_task("apps.basic.add", [0, 0])
+        client.set(f"{prefix}:{{other}}:p0", "not a stream")
+        with pytest.raises(chute.BrokerError, match="WRONGTYPE"):
+            with app.batch():
+                app.send_task("apps.basic.add", [1, 1])
+                app.send_task("apps.basic.add", [2, 2], queue="other")
+        assert client.xlen(f"{prefix}:{{default}}:p0") <= 2
+    finally:
+        client.close()
         app.close()
 
 

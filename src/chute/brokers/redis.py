@@ -165,8 +165,9 @@ class RedisBroker:
         raise AssertionError("unreachable")
 
     def _lean(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run `script` on the lean path's sockets (a worker's per-batch calls: no redis-py dispatch,
-        and a reply asked for again before sleeping); where that cannot run it, through redis-py."""
+        """Run `script` on the lean path's sockets (a worker's per-batch calls, a batch publish: no
+        redis-py dispatch or per-argument encoding, and a reply asked for again before sleeping);
+        where that cannot run it, through redis-py."""
         reply = self._fast.call("EVALSHA", script.sha, len(keys), *keys, *args)
         return script(keys, args) if reply is None else reply
 
@@ -222,8 +223,8 @@ class RedisBroker:
             if not messages:
                 return [str(x) for x in plan]
         self._remember({m.queue for m in messages})
-        call = publish_call(self, messages)
-        return publish_reply(self._publish(call.keys, call.args), call, plan)
+        call = publish_call(self, messages)  # over the lean sockets: hiredis packs its many arguments in C
+        return publish_reply(self._lean(self._publish, call.keys, call.args), call, plan)
 
     @_guarded
     def declare_group(self, group: str, patterns: Sequence[str]) -> None:
