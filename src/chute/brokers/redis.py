@@ -443,7 +443,7 @@ class RedisBroker:
         args: list[Any] = []
         for r in records:
             args += [_encode_record(r), _expiry(r)]
-        found = self._started([self._rkey(r.task_id) for r in records], [*args, STARTED_TTL_MS])
+        found = self._lean(self._started, [self._rkey(r.task_id) for r in records], [*args, STARTED_TTL_MS])
         return {records[int(n)].task_id for n in found}
 
     @_guarded
