@@ -173,7 +173,7 @@ class RedisBroker:
 
     def _enqueue_command(self, m: Outgoing) -> bytes:
         """`EVALSHA <ENQUEUE> 2 <stream> <record> <id> <body> <queue>` packed as hiredis would pack it,
-        the parts fixed by the queue and band packed once (a third of a delay()'s own CPU was the packer)."""
+        the parts fixed by the queue and band packed once (the packer was 12,300 of a delay()'s 67,000 instructions)."""
         ends = self._enqueue_ends.get((m.queue, m.priority))
         if ends is None:
             stream = self._qkeys(m.queue)[band(m.priority)].encode()
