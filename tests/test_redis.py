@@ -453,3 +453,49 @@ def test_a_forked_child_sends_on_lean_sockets_of_its_own(url: str) -> None:
         assert app.broker.stats(["default"])[0].ready == 4
     finally:
         app.close()
+
+
+def _canned_server(replies: list[bytes]) -> int:
+    """A one-connection server that answers each command with the next canned RESP reply; its port."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn, srv:
+            for reply in replies:
+                if not conn.recv(65536):  # one small command, sent whole, per reply
+                    return
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(srv.getsockname()[1])
+
+
+def test_the_lean_path_sends_again_only_what_never_ran() -> None:
+    """An error reply on chute's own sockets: NOSCRIPT (the script never ran) lets the caller send it
+    again through redis-py, which loads it; a server that refuses commands for now (LOADING after a
+    restart, BUSY) is an outage, nothing done; any other error is raised as it is, never sent again
+    (a script that stopped half-way may have written part of its work). The socket stays usable."""
+    from chute.brokers.redis_fast import FastCalls
+
+    port = _canned_server([b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+                           b"-LOADING Redis is loading the dataset in memory\r\n",
+                           b"-BUSY Redis is busy running a script.\r\n",
+                           b"-ERR user_script:3: WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                           b"+PONG\r\n"])
+    calls = FastCalls(redis.ConnectionPool(host="127.0.0.1", port=port), f"redis://127.0.0.1:{port}/0")
+    try:
+        assert calls.call("EVALSHA", "0" * 40, 0) is None
+        for word in ("LOADING", "BUSY"):
+            with pytest.raises(BrokerUnavailable, match=f"{word}.*nothing was done"):
+                calls.call("EVALSHA", "0" * 40, 0)
+        with pytest.raises(chute.BrokerError, match="WRONGTYPE") as refused:
+            calls.call("EVALSHA", "0" * 40, 0)
+        assert not isinstance(refused.value, BrokerUnavailable)
+        assert calls.call("PING") == b"PONG"  # one socket all along
+    finally:
+        calls.close()

@@ -37,6 +37,9 @@ except ImportError:  # pragma: no cover - the redis extra installs it
 
 
 SPIN = 0.0002  # seconds a call keeps asking for its reply before it sleeps until the socket is readable
+# Error replies of a server that refused the command for now without running it (loading its data
+# after a restart, another script still running, a replica without its primary): an outage.
+NOT_NOW = ("LOADING ", "BUSY ", "MASTERDOWN ", "TRYAGAIN ")
 
 
 class _Link:
@@ -188,9 +191,13 @@ class FastCalls:
         """Error replies: fine (the caller takes the general path) if all are NOSCRIPT, the script never
         ran; any other may come from a script that stopped half-way, and running it again could
         repeat its writes: raise it."""
-        other = [e for e in errors if not str(e).startswith("NOSCRIPT")]
-        if other:
-            raise BrokerError(f"Redis at {self._url}: {other[0]}")
+        other = [str(e) for e in errors if not str(e).startswith("NOSCRIPT")]
+        if not other:
+            return
+        if other[0].startswith(NOT_NOW):
+            raise BrokerUnavailable(f"Redis at {self._url} cannot take commands now ({other[0]}); nothing was "
+                                    "done, try again when it is back")
+        raise BrokerError(f"Redis at {self._url}: {other[0]}")
 
     def _take(self) -> tuple[_Link | None, bool]:
         """An idle link (reused: True) or a new one; (None, False) if none can be had."""
