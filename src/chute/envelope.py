@@ -156,14 +156,6 @@ class Codec:
 
     def check_args(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], task: str) -> None:
         """Raise SerializationError naming the argument if any argument would not encode faithfully."""
-        for value in args:  # the common case, plain scalars, without a call or a path per argument
-            kind = type(value)
-            if not (kind is str or (kind is int and value in _INT_RANGE) or value is None or kind is bool
-                    or (kind is float and math.isfinite(value))):
-                break
-        else:
-            if not kwargs:
-                return
         for i, value in enumerate(args):
             if not _plain(value):
                 check_encodable(value, f"{task}: args[{i}]", allow_bytes=self.allow_bytes)

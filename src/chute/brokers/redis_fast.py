@@ -142,50 +142,38 @@ class FastCalls:
 
     def call_packed(self, packed: bytes) -> Any | None:
         """`call` for a command already packed (RESP): its reply, or None if it did not run."""
+        replies = self._run(packed, 1)
+        return None if replies is None else replies[0]
+
+    def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
+        """Send commands in one write and return their replies; None if they did not run (no socket, or
+        NOSCRIPT: the caller takes the general path, which must be safe to repeat)."""
+        if not commands:
+            return None
+        try:
+            packed = b"".join([hiredis.pack_command(tuple(c)) for c in commands])
+        except (ValueError, TypeError):
+            return None
+        return self._run(packed, len(commands))
+
+    def _run(self, packed: bytes, replies: int) -> list[Any] | None:
+        """Send `packed` on an idle (or new) link and read its `replies` replies; None if it did not run."""
         if not self.enabled:
             return None
         link, reused = self._take()
         if link is None:
             return None
         try:
-            link.send(packed)
-            reply = link.read()
-        except OSError as exc:
-            self._lost(link, reused, exc)
-            return None
-        idle = self._idle  # _give, inline: this is every delay()'s path
-        if len(idle) < self.MAX_IDLE:
-            idle.append(link)
-        else:
-            link.sock.close()
-        if isinstance(reply, hiredis.ReplyError):
-            self._raise_unless_noscript([reply])
-            return None
-        return reply
-
-    def call_many(self, commands: Sequence[Sequence[Any]]) -> list[Any] | None:
-        """Send commands in one write and return their replies; None if they did not run (no socket, or
-        NOSCRIPT: the caller takes the general path, which must be safe to repeat)."""
-        if not self.enabled or not commands:
-            return None
-        try:
-            packed = b"".join([hiredis.pack_command(tuple(c)) for c in commands])
-        except (ValueError, TypeError):
-            return None
-        link, reused = self._take()
-        if link is None:
-            return None
-        try:
-            replies = link.call(packed, len(commands))
+            got = link.call(packed, replies)
         except OSError as exc:
             self._lost(link, reused, exc)
             return None
         self._give(link)
-        errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
+        errors = [r for r in got if isinstance(r, hiredis.ReplyError)]
         if errors:
             self._raise_unless_noscript(errors)
             return None
-        return replies
+        return got
 
     def _raise_unless_noscript(self, errors: list[Any]) -> None:
         """Error replies: fine (the caller takes the general path) if all are NOSCRIPT, the script never
@@ -201,11 +189,10 @@ class FastCalls:
 
     def _take(self) -> tuple[_Link | None, bool]:
         """An idle link (reused: True) or a new one; (None, False) if none can be had."""
-        if self._idle:
-            try:
-                return self._idle.pop(), True
-            except IndexError:  # another thread took the last one
-                pass
+        try:
+            return self._idle.pop(), True
+        except IndexError:
+            pass
         try:
             return self._connect(), False
         except (OSError, ValueError, TypeError):
