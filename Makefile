@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck bench clean browser screenshots bytecode peers
+.PHONY: demo test test-fast lint typecheck bench clean browser screenshots bytecode peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) bytecode
 	$(VENV)/bin/chute demo
 
+# The whole suite in two phases (tests/phases.py): every test but the timing ones on parallel workers,
+# then the timing ones alone. The order is random, its seed printed: `make test SEED=N` replays it.
 test: $(STAMP) browser bytecode
-	$(PY) -m pytest
+	$(PY) tests/phases.py $(if $(SEED),--seed $(SEED))
+
+# The inner loop: the suite's fast part on the memory and SQLite brokers only (no server needed), in
+# parallel; under 2 minutes. `make test` before a submission.
+test-fast: $(STAMP) bytecode
+	CHUTE_TEST_BROKERS=memory,sqlite $(PY) -m pytest -n 4 --dist worksteal -m "not timing" $(FAST_TESTS)
 
 # The editable install leaves chute without .pyc files, and with PYTHONDONTWRITEBYTECODE=1 (set on
 # the project's machines) every process compiled chute's source again: 76 ms per process start

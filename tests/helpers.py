@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -59,6 +62,80 @@ def worker_thread(app: chute.App, **options: Any) -> Iterator[Worker]:
         w.stop()
         t.join(timeout=15)
         assert not t.is_alive(), "worker did not stop"
+
+
+def _ports() -> Iterator[int]:
+    """Candidate ports of this pytest process: a range of 500 per xdist worker below Linux's ephemeral
+    range (32768+), so no other worker's server and no outgoing connection takes one between our check
+    and the server's bind; from a random point in it, so two runs on one machine seldom meet."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    base = 20000 + 500 * (int(worker[2:]) % 25 if worker[2:].isdigit() else 0)
+    start = random.SystemRandom().randrange(500)
+    return (base + (start + i) % 500 for i in range(100_000))
+
+
+_candidates = _ports()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, for a server a test starts."""
+    for port in _candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in this worker's range")
+
+
+def producer(url: str, **options: Any) -> chute.App:
+    """An App that sends the tasks of tests/apps/basic.py by name (it never runs them): the producer's view
+    of the workers a test starts."""
+    return declare_basic(chute.App(url, **options))
+
+
+def declare_basic(app: chute.App) -> chute.App:
+    """Declare the tasks of tests/apps/basic.py on `app` by name, to send them to a test's worker processes."""
+    for name in ("add", "sleep_then", "always_fails", "noop", "limited", "blocked"):
+        app.task(name=f"apps.basic.{name}")(lambda *args: None)
+    return app
+
+
+def ran(log: Path) -> list[tuple[int, int]]:
+    """The (value, pid) lines that apps.basic.sleep_then wrote to its CHUTE_TEST_LOG."""
+    if not log.exists():
+        return []
+    return [(int(v), int(p)) for v, p in (line.split() for line in log.read_text().splitlines() if line.strip())]
+
+
+class LoopThread:
+    """An event loop on a thread of its own, kept for a whole test; records its worst timer lateness."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.worst_lag = 0.0
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._tick(), self.loop)
+
+    async def _tick(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.worst_lag = max(self.worst_lag, time.perf_counter() - t - 0.005)
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self, app: chute.App) -> None:
+        self.call(app.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        for task in asyncio.all_tasks(self.loop):
+            task.cancel()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
 
 
 def env_for(url: str, **extra: str) -> dict[str, str]:

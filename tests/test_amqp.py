@@ -1,27 +1,23 @@
-"""The RabbitMQ broker with real worker processes: kills, drains, bad input, interop, a server restart.
+"""The RabbitMQ broker with real worker processes: kills, drains, bad input, interop.
 
 Each test runs in a vhost of its own on the shared server (127.0.0.1:5672), deleted afterwards; its
-producers and workers share results through a SQLite file of the test (CHUTE_RESULTS_URL). The
-restart test runs a RabbitMQ node of its own and never touches the shared one.
+producers and workers share results through a SQLite file of the test (CHUTE_RESULTS_URL, set by the
+`url` fixture). The server-restart scenario is in tests/test_restart.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pika
 import pytest
-import redis
 
 import amqp_server
 import chute
@@ -29,72 +25,16 @@ from chute import State
 from chute.brokers.amqp import AMQPBroker
 from chute.brokers.base import Outgoing
 from chute.errors import BrokerUnavailable
-from conftest import require_service
-from helpers import env_for, start_worker, stop, wait_for
-from reliability.history import scale
+from conftest import broker_url
+from helpers import env_for, free_port, producer, ran, start_worker, stop, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.brokers("amqp"), pytest.mark.timeout(180)]
 
 
 @pytest.fixture
 def vhost() -> Iterator[str]:
     with amqp_server.vhost() as name:
         yield name
-
-
-@pytest.fixture
-def results_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path}/results.db"
-    monkeypatch.setenv("CHUTE_RESULTS_URL", url)  # the producer here and every worker started below
-    return url
-
-
-@pytest.fixture
-def url(vhost: str, results_url: str) -> str:
-    return amqp_server.url(vhost)
-
-
-def producer(url: str) -> chute.App:
-    """The producer's view of tests/apps/basic.py (it never runs these functions)."""
-    app = chute.App(url)
-    for name in ("sleep_then", "add", "always_fails", "noop"):
-        app.task(name=f"apps.basic.{name}")(lambda *a: None)
-    return app
-
-
-def ran(log: Path) -> list[tuple[int, int]]:
-    if not log.exists():
-        return []
-    return [(int(v), int(p)) for v, p in (line.split() for line in log.read_text().splitlines() if line.strip())]
-
-
-class LoopThread:
-    """An event loop on a thread of its own, kept for a whole test; records its worst timer lateness."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.worst_lag = 0.0
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._tick(), self.loop)
-
-    async def _tick(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(0.005)
-            self.worst_lag = max(self.worst_lag, time.perf_counter() - t - 0.005)
-
-    def call(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self, app: chute.App) -> None:
-        self.call(app.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        for task in asyncio.all_tasks(self.loop):
-            task.cancel()
-        self.loop.run_until_complete(asyncio.sleep(0))
-        self.loop.close()
 
 
 def plain(url: str) -> pika.BlockingConnection:
@@ -126,6 +66,7 @@ def test_sigkill_mid_task_runs_again_on_another_worker(url: str, tmp_path: Path)
         app.close()
 
 
+@pytest.mark.slow
 def test_sigterm_drains_and_releases_the_prefetched(url: str, tmp_path: Path) -> None:
     app = producer(url)
     log = tmp_path / "ran.log"
@@ -205,6 +146,7 @@ def test_plain_pika_producer_and_consumer_speak_the_documented_envelope(url: str
         app.close()
 
 
+@pytest.mark.timing
 def test_delays_land_within_100_ms_of_their_eta_and_never_before(url: str) -> None:
     app = producer(url)
     broker = app.broker
@@ -264,32 +206,25 @@ def test_default_results_are_shared_by_separate_processes(vhost: str, tmp_path: 
 
 
 def test_results_in_redis_are_shared_by_processes_and_show_started(vhost: str, tmp_path: Path) -> None:
-    require_service("Redis", "127.0.0.1", 6379)
-    prefix = f"t{os.urandom(4).hex()}"
-    results = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     url = amqp_server.url(vhost)
     log = tmp_path / "ran.log"
-    app = chute.App(url, results=results)
-    slow = app.task(name="apps.basic.sleep_then")(lambda seconds, value: None)
-    w = start_worker(url, "apps.basic:app", "-c", "2", CHUTE_RESULTS_URL=results, CHUTE_TEST_LOG=str(log))
-    try:
-        r = slow.delay(1.0, 7)
-        wait_for(lambda: r.status is State.STARTED, timeout=20, what="STARTED, written by Redis itself")
-        assert r.get(timeout=20) == 7
-        assert app.results.get(r.id) is not None and app.results.get(r.id).state is State.SUCCEEDED  # type: ignore[union-attr]
-    finally:
-        stop(w)
-        app.close()
-        client = redis.Redis("127.0.0.1", 6379)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with broker_url("redis", tmp_path) as results:
+        app = chute.App(url, results=results)
+        slow = app.task(name="apps.basic.sleep_then")(lambda seconds, value: None)
+        w = start_worker(url, "apps.basic:app", "-c", "2", CHUTE_RESULTS_URL=results, CHUTE_TEST_LOG=str(log))
+        try:
+            r = slow.delay(1.0, 7)
+            wait_for(lambda: r.status is State.STARTED, timeout=20, what="STARTED, written by Redis itself")
+            assert r.get(timeout=20) == 7
+            record = app.results.get(r.id)
+            assert record is not None and record.state is State.SUCCEEDED
+        finally:
+            stop(w)
+            app.close()
 
 
-def test_quorum_queues_deliver_delay_and_dead_letter(vhost: str, results_url: str) -> None:
-    url = amqp_server.url(vhost, queue_type="quorum")
-    app = producer(url)
+def test_quorum_queues_deliver_delay_and_dead_letter(url: str) -> None:
+    app = producer(url + "?queue_type=quorum")
     broker = app.broker
     broker.publish([Outgoing("q", "a", b"1"), Outgoing("q", "b", b"2", eta=time.time() + 0.3)])
     (a,) = broker.fetch(["q"], 10, 0.5, 0)
@@ -305,7 +240,7 @@ def test_quorum_queues_deliver_delay_and_dead_letter(vhost: str, results_url: st
 
 
 def test_an_unreachable_server_fails_fast_and_masks_the_password() -> None:
-    app = chute.App(f"amqp://guest:s3cret@127.0.0.1:{amqp_server.free_port()}/", results="memory://")
+    app = chute.App(f"amqp://guest:s3cret@127.0.0.1:{free_port()}/", results="memory://")
     add = app.task(name="apps.basic.add")(lambda a, b: 0)
     t0 = time.monotonic()
     with pytest.raises(BrokerUnavailable) as info:
@@ -327,69 +262,3 @@ def test_a_queue_declared_with_other_arguments_is_a_clear_error(url: str) -> Non
     app.broker.publish([Outgoing("fine", "m1", b"x")])  # the connection recovers for other queues
     assert [d.id for d in app.broker.fetch(["fine"], 10, 30, 0)] == ["m1"]
     app.close()
-
-
-# -- a RabbitMQ node of our own, stopped and started again ----------------------------------------
-def test_rabbitmq_restart_mid_run_loses_nothing_confirmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    node = amqp_server.PrivateNode(tmp_path)
-    node.start()
-    url = amqp_server.url("/", port=node.port)
-    monkeypatch.setenv("CHUTE_RESULTS_URL", f"sqlite:///{tmp_path}/results.db")
-    log = tmp_path / "ran.log"
-    app = producer(url)
-    loop = LoopThread()
-    workers: list[subprocess.Popen[bytes]] = []
-    logs = [(tmp_path / f"worker{i}.log").open("wb") for i in range(2)]
-    try:
-        workers = [start_worker(url, "apps.basic:app", "-c", "4", stderr=f, CHUTE_TEST_LOG=str(log)) for f in logs]
-        confirmed: list[int] = []
-        for i in range(scale(400, 9_800)):  # with the 200 below, 10,000 in the long form (benchmarks/chaos.py)
-            app.send_task("apps.basic.sleep_then", [0.01, i])
-            confirmed.append(i)
-        for i in range(50_000, 50_050):  # delayed ones fall due during the outage
-            app.send_task("apps.basic.sleep_then", [0.0, i], countdown=1.5)
-            confirmed.append(i)
-        for i in range(60_000, 60_050):  # and from an event loop that lives through the outage (aio-pika)
-            loop.call(app.send_task_async("apps.basic.sleep_then", [0.0, i]))
-            confirmed.append(i)
-        wait_for(lambda: len(ran(log)) >= 50, timeout=30, what="work under way")
-        node.stop(signal.SIGKILL)
-        t0 = down_at = time.monotonic()
-        with pytest.raises(BrokerUnavailable):
-            app.send_task("apps.basic.sleep_then", [0.0, -1])
-        assert time.monotonic() - t0 < 5
-        t0, loop.worst_lag = time.monotonic(), 0.0
-        with pytest.raises(BrokerUnavailable):
-            loop.call(app.send_task_async("apps.basic.sleep_then", [0.0, -2]))
-        assert time.monotonic() - t0 < 6
-        assert loop.worst_lag < 0.05  # the failing publish waited without blocking the loop
-        node.start()
-        outage = time.monotonic() - down_at
-        for i in range(70_000, 70_100):
-            app.send_task("apps.basic.sleep_then", [0.0, i])
-            confirmed.append(i)
-        for i in range(80_000, 80_050):  # the same loop reconnects
-            loop.call(app.send_task_async("apps.basic.sleep_then", [0.0, i]))
-            confirmed.append(i)
-        wait_for(lambda: set(confirmed) <= {v for v, _ in ran(log)}, timeout=scale(90, 400),
-                 what="every confirmed enqueue to run after the restart")
-        for i in range(2):  # the other worker may have run the rest while this one was still backing off
-            wait_for(lambda i=i: "reachable again" in (tmp_path / f"worker{i}.log").read_text(), timeout=30,
-                     what=f"worker {i} to reconnect")
-        assert all(w.poll() is None for w in workers)  # they reconnected rather than died
-        runs = ran(log)
-        print(f"{len(confirmed)} confirmed enqueues across a node SIGKILL and restart: 0 lost, "
-              f"{len(runs) - len({v for v, _ in runs})} ran twice")
-    finally:
-        for w in workers:
-            stop(w)
-        for f in logs:
-            f.close()
-        loop.close(app)
-        app.close()
-        node.stop()
-    for i in range(2):  # at most about one error line a second while it was down, and word of the recovery
-        lines = (tmp_path / f"worker{i}.log").read_text().splitlines()
-        errors = [line for line in lines if " ERROR " in line]
-        assert len(errors) <= outage + 2, f"{len(errors)} error lines in a {outage:.1f} s outage: {errors}"
-        assert any("reachable again" in line for line in lines), lines

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,14 +11,7 @@ import pytest
 
 import chute
 from chute import State
-from conftest import BROKER_KINDS, app_on
 from helpers import sqlite_db, wait_for, worker_thread
-
-
-@pytest.fixture(params=BROKER_KINDS)
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    with app_on(request.param, tmp_path) as a:
-        yield a
 
 
 def test_delay_then_get_through_a_worker(app: chute.App) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ from chute import State
 from chute.errors import QueueFull, TaskTimeout
 from conftest import broker_url, results_url
 from helpers import worker_thread
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis", "amqp"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    with broker_url(request.param, tmp_path) as url:
-        a = chute.App(url, results=results_url(request.param, tmp_path))
-        yield a
-        a.close()
 
 
 def test_delay_async_send_async_and_wait(app: chute.App) -> None:
@@ -153,6 +144,7 @@ def test_async_calls_join_a_batch(app: chute.App) -> None:
     assert asyncio.run(main()) == [State.QUEUED]
 
 
+@pytest.mark.timing
 def test_enqueueing_5000_per_second_keeps_the_loop_responsive(app: chute.App) -> None:
     @app.task
     def noop(i: int) -> None:
@@ -197,6 +189,7 @@ def test_enqueueing_5000_per_second_keeps_the_loop_responsive(app: chute.App) ->
     assert p99_lag < bound, f"event loop lag p99 {p99_lag * 1000:.2f} ms"
 
 
+@pytest.mark.timing
 def test_wait_does_not_poll_in_a_tight_loop(app: chute.App, monkeypatch: pytest.MonkeyPatch) -> None:
     """Redis sleeps in the server until the result is stored; the others back off to 50 ms."""
     reads: list[float] = []
@@ -231,7 +224,7 @@ def test_wait_does_not_poll_in_a_tight_loop(app: chute.App, monkeypatch: pytest.
         assert len(reads) <= 35, f"{len(reads)} reads in about a second"
 
 
-@pytest.mark.parametrize("kind", ["redis", "amqp"])
+@pytest.mark.brokers("redis", "amqp")
 def test_async_publish_keeps_the_sync_semantics(kind: str, tmp_path: Path) -> None:
     """The native asyncio sides (redis.asyncio, aio-pika) send what the sync broker sends: idempotency,
     ETAs, limits and events behave the same."""
@@ -287,7 +280,7 @@ def test_async_publish_keeps_the_sync_semantics(kind: str, tmp_path: Path) -> No
     assert received == []  # "audit" was declared after the event: it never saw it
 
 
-@pytest.mark.parametrize("kind", ["redis", "amqp"])
+@pytest.mark.brokers("redis", "amqp")
 def test_each_event_loop_gets_and_closes_its_own_client(kind: str, tmp_path: Path) -> None:
     """Two asyncio.run() calls on one App: no connection outlives its loop (warnings are errors here)."""
     with broker_url(kind, tmp_path) as url:

@@ -5,22 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 import chute
 from chute import State
 from chute.worker.speed import LEARN_RUNS
-from conftest import BROKER_KINDS, app_on
 from helpers import wait_for, worker_thread
-
-
-@pytest.fixture(params=BROKER_KINDS)
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    with app_on(request.param, tmp_path) as a:
-        yield a
 
 
 def test_queued_and_delayed_tasks_never_start_even_on_a_later_worker(app: chute.App) -> None:

@@ -19,9 +19,7 @@ def chute_cmd(url: str, *args: str, input: str | None = None, cwd: Path = TESTS)
                           capture_output=True, text=True, timeout=120, input=input)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/cli.db"
+pytestmark = pytest.mark.brokers("sqlite")  # the CLI on the embedded broker; `dlq` on every durable one
 
 
 def test_send_then_status_then_worker_runs_it(url: str) -> None:
@@ -62,8 +60,8 @@ def test_send_refuses_bad_input(url: str, args: list[str], message: str) -> None
     assert json.loads(chute_cmd(url, "status", "--json").stdout)["queues"] == []
 
 
-def test_dlq_list_show_replay_purge(any_url: str) -> None:
-    url = any_url
+@pytest.mark.brokers("sqlite", "redis", "amqp")
+def test_dlq_list_show_replay_purge(url: str) -> None:
     app = chute.App(url)
     fails = app.task(name="apps.basic.always_fails", retries=2)(lambda reason: None)
     first, second = fails.delay("broken"), fails.delay("also broken")

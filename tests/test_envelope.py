@@ -16,6 +16,8 @@ import chute
 from chute.envelope import VERSION, Codec, Envelope, WorkflowLink, new_id
 from chute.errors import DecodeError, PayloadTooLarge, SerializationError, UnsupportedVersion
 
+pytestmark = pytest.mark.brokers("sqlite")  # the tests that send, send to the embedded broker
+
 ALLOWED = [None, True, False, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 1.5, -0.25, 1e300, "", "é✓ text",
            [], [1, [2, [3]]], (1, 2), {}, {"a": {"b": [None, 1.0]}}, ["mixed", 1, 2.5, None, {"k": True}]]
 
@@ -71,19 +73,19 @@ REFUSED = [
 
 @pytest.mark.parametrize(("args", "kwargs", "message"), REFUSED, ids=[r[2][:30] for r in REFUSED])
 def test_unencodable_arguments_fail_at_delay_naming_the_argument(
-        sqlite_app: chute.App, args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
-    @sqlite_app.task
+        app: chute.App, args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
+    @app.task
     def target(*a: object, **k: object) -> None:
         pass
 
     with pytest.raises(SerializationError, match=message) as info:
         target.send(args, kwargs)
     assert "test_envelope" in str(info.value)  # names the task too
-    assert sqlite_app.broker.stats() == []  # nothing was enqueued
+    assert app.broker.stats() == []  # nothing was enqueued
 
 
-def test_open_file_is_refused(sqlite_app: chute.App, tmp_path: Path) -> None:
-    @sqlite_app.task
+def test_open_file_is_refused(app: chute.App, tmp_path: Path) -> None:
+    @app.task
     def target(f: object) -> None:
         pass
 
@@ -91,8 +93,8 @@ def test_open_file_is_refused(sqlite_app: chute.App, tmp_path: Path) -> None:
         target.delay(handle)
 
 
-def test_nesting_bomb_is_refused(sqlite_app: chute.App) -> None:
-    @sqlite_app.task
+def test_nesting_bomb_is_refused(app: chute.App) -> None:
+    @app.task
     def target(x: object) -> None:
         pass
 
@@ -117,17 +119,17 @@ def test_payload_over_the_limit_is_refused_before_any_broker_io(tmp_path: Path) 
     assert app.broker.stats()[0].ready == 1
 
 
-def test_default_limit_is_one_mebibyte(sqlite_app: chute.App) -> None:
-    @sqlite_app.task
+def test_default_limit_is_one_mebibyte(app: chute.App) -> None:
+    @app.task
     def target(s: str) -> None:
         pass
 
-    overhead = len(sqlite_app.codec.encode(Envelope(v=1, id=new_id(), name=target.name, created=0.0,
+    overhead = len(app.codec.encode(Envelope(v=1, id=new_id(), name=target.name, created=0.0,
                                                     args=[""], max_retries=3))) + 32
     target.delay("x" * ((1 << 20) - overhead))
     with pytest.raises(PayloadTooLarge):
         target.delay("x" * (1 << 20))
-    assert sqlite_app.broker.stats()[0].ready == 1
+    assert app.broker.stats()[0].ready == 1
 
 
 def test_json_envelope_is_plain_documented_json() -> None:

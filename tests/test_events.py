@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,7 @@ import chute
 from chute.events import EventBuffer, iter_events
 from helpers import TESTS, env_for, stop, wait_for, worker_thread
 
-
-@pytest.fixture(params=["memory", "sqlite"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/e.db")
-    yield a
-    a.close()
+pytestmark = pytest.mark.brokers("memory", "sqlite")
 
 
 def test_workers_record_each_outcome_and_their_own_life(app: chute.App) -> None:

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import chute
-from conftest import BROKER_KINDS, app_on
 from helpers import start_worker, stop, wait_for
-
-
-@pytest.fixture(params=BROKER_KINDS)
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    with app_on(request.param, tmp_path) as a:
-        yield a
 
 
 def waiting(app: chute.App, queue: str = "q") -> int:
@@ -24,6 +16,7 @@ def waiting(app: chute.App, queue: str = "q") -> int:
     return int(s.ready + s.delayed)
 
 
+@pytest.mark.timing
 def test_reject_policy_raises_queue_full_at_once_and_keeps_what_was_there(app: chute.App) -> None:
     app.queue("q", max_length=10)
     f = app.task(queue="q")(lambda i: i)
@@ -38,6 +31,7 @@ def test_reject_policy_raises_queue_full_at_once_and_keeps_what_was_there(app: c
     assert waiting(app) == 10
 
 
+@pytest.mark.timing
 def test_block_policy_waits_for_room_then_gives_up(app: chute.App) -> None:
     app.queue("q", max_length=2, on_full="block", block_timeout=0.5)
     f = app.task(queue="q")(lambda i: i)
@@ -53,10 +47,12 @@ def test_block_policy_waits_for_room_then_gives_up(app: chute.App) -> None:
         time.sleep(0.2)
         app.broker.ack(app.broker.fetch(["q"], 1, 30, 0))
 
-    threading.Thread(target=consume_one).start()
+    consumer = threading.Thread(target=consume_one)
+    consumer.start()
     t0 = time.monotonic()
     f.delay(3)  # returns as soon as a consumer made room
     assert 0.15 <= time.monotonic() - t0 < 0.5
+    consumer.join()
     assert waiting(app) == 2
 
 
@@ -79,6 +75,7 @@ def test_bad_queue_declarations() -> None:
         app.queue("q", max_length=0)
 
 
+@pytest.mark.timing
 def test_a_fast_and_a_slow_worker_share_a_queue_by_speed(tmp_path: Path) -> None:
     url, log = f"sqlite:///{tmp_path}/fair.db", tmp_path / "ran.log"
     app = chute.App(url)
@@ -99,6 +96,7 @@ def test_a_fast_and_a_slow_worker_share_a_queue_by_speed(tmp_path: Path) -> None
     assert by_pid.get(str(fast.pid), 0) >= 170, by_pid  # the slow one could not hoard work
 
 
+@pytest.mark.timing
 def test_rate_limit_holds_across_two_worker_processes(tmp_path: Path) -> None:
     url, log = f"sqlite:///{tmp_path}/rate.db", tmp_path / "starts.log"
     app = chute.App(url)

@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 import chute
 from chute.ops import Ops
 from chute.scheduler import Scheduler
-from conftest import require_service
 from helpers import wait_for, worker_thread
 
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    if request.param != "redis":
-        a = chute.App("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/ops.db")
-        yield a
-        a.close()
-        return
-    require_service("Redis", "127.0.0.1", 6379)
-    import redis
-
-    prefix = f"ops-{uuid.uuid4().hex[:12]}"
-    a = chute.App(f"redis://127.0.0.1:6379/0?prefix={prefix}")
-    try:
-        yield a
-    finally:
-        a.close()
-        client = redis.Redis("127.0.0.1", 6379, db=0)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+pytestmark = pytest.mark.brokers("memory", "sqlite", "redis")
 
 
 def test_overview_counts_queues_and_the_last_hours_outcomes(app: chute.App) -> None:

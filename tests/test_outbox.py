@@ -17,19 +17,19 @@ from sqlalchemy.orm import Session
 
 import chute
 from chute.outbox.sqlalchemy import SQLAlchemyOutbox
-from conftest import require_service
+from conftest import postgres_schema
 from helpers import env_for, wait_for, worker_thread
 from reliability.history import scale
 
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The application's database: a SQLite file, or a schema of the test's own on the shared PostgreSQL."""
     if request.param == "postgresql":
-        require_service("PostgreSQL", "127.0.0.1", 5432)
-        return PG
-    return f"sqlite:///{tmp_path}/shop.db"
+        with postgres_schema("postgresql+psycopg") as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path}/shop.db"
 
 
 @pytest.fixture

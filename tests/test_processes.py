@@ -13,37 +13,15 @@ import pytest
 
 import chute
 from chute import State
-from helpers import env_for, idle_cpu_share, sqlite_db, start_worker, stop, wait_for
+from helpers import declare_basic, env_for, idle_cpu_share, ran, sqlite_db, start_worker, stop, wait_for
 
-pytestmark = pytest.mark.timeout(180)
-
-
+pytestmark = [pytest.mark.slow, pytest.mark.brokers("sqlite"), pytest.mark.timeout(180)]
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/p.db"
-
-
-@pytest.fixture
-def app(url: str) -> chute.App:
-    a = chute.App(url)
-
-    @a.task(name="apps.basic.sleep_then")
-    def sleep_then(seconds: float, value: int) -> int:  # the producer's view of the worker's task
-        raise NotImplementedError
-
-    @a.task(name="apps.basic.add")
-    def add(a_: int, b: int) -> int:
-        raise NotImplementedError
-
-    return a
-
-
-def ran(log: Path) -> list[tuple[int, int]]:
-    if not log.exists():
-        return []
-    return [(int(v), int(p)) for v, p in (line.split() for line in log.read_text().splitlines())]
+def app(app: chute.App) -> chute.App:
+    """The suite's `app`, sending the tasks of tests/apps/basic.py to the test's worker processes."""
+    return declare_basic(app)
 
 
 def test_sigkill_mid_task_runs_again_on_another_worker_after_the_lease(
@@ -125,7 +103,7 @@ def test_two_workers_three_producers_ten_thousand_each(url: str, tmp_path: Path)
         assert [p.wait(120) for p in producers] == [0, 0, 0]
         ids = [line for p in range(3) for line in (tmp_path / f"ids{p}").read_text().split()]
         assert len(ids) == len(set(ids)) == 3 * n
-        db = tmp_path / "p.db"
+        db = tmp_path / "sqlite.db"  # the `url` fixture's file
 
         def finished() -> int:
             with sqlite_db(db) as c:
@@ -192,14 +170,16 @@ def test_a_stop_that_arrives_while_a_worker_is_restarted_reaches_the_new_worker(
     assert code == "0" and child_exit in ("0", str(-signal.SIGTERM)) and float(seconds) < 15, proc.stdout + proc.stderr
 
 
-def test_an_idle_worker_uses_under_one_percent_of_a_core(any_url: str) -> None:
+@pytest.mark.timing
+@pytest.mark.brokers("sqlite", "redis", "amqp")
+def test_an_idle_worker_uses_under_one_percent_of_a_core(url: str) -> None:
     """Idle, a worker sleeps in the broker: Redis and RabbitMQ block in the server, SQLite on the
     write-ahead log (inotify) instead of polling it."""
-    w = start_worker(any_url, "apps.basic:app")
+    w = start_worker(url, "apps.basic:app")
     try:
         if not Path(f"/proc/{w.pid}/stat").exists():
             pytest.skip("needs /proc")
-        app = chute.App(any_url)
+        app = chute.App(url)
         wait_for(app.broker.workers, timeout=20, what="worker up")
         time.sleep(1.0)
         share = idle_cpu_share(w, seconds=5.0)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,14 +11,7 @@ import pytest
 import chute
 from chute import State
 from chute.topics import group_queue
-from conftest import BROKER_KINDS, app_on
 from helpers import wait_for, worker_thread
-
-
-@pytest.fixture(params=BROKER_KINDS)
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    with app_on(request.param, tmp_path) as a:
-        yield a
 
 
 def stored(app: chute.App) -> int:

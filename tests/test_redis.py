@@ -1,7 +1,8 @@
-"""The Redis broker with real worker processes: kills, concurrent promotion, a server restart, interop.
+"""The Redis broker with real worker processes: kills, concurrent promotion, interop, its lean path.
 
-The shared server at 127.0.0.1:6379 is only ever used under a fresh key prefix; the restart test
-runs a redis-server of its own (AOF, fsync always) and never touches the shared one.
+The shared server at 127.0.0.1:6379 is only ever used under a fresh key prefix (the `url` fixture); what
+would reach every client of a server (SCRIPT FLUSH, CLIENT KILL, SIGSTOP) runs on a redis-server of the
+test's own. The server-restart scenario is in tests/test_restart.py.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,58 +23,29 @@ import redis
 import chute
 from chute import State
 from chute.errors import BrokerUnavailable, InvalidURL
-from conftest import require_service
-from helpers import start_worker, stop, wait_for
-from reliability.history import scale
+from conftest import REDIS
+from helpers import free_port, producer, ran, start_worker, stop, wait_for
+from servers import RedisServer
 
-pytestmark = pytest.mark.timeout(120)
-HOST, PORT = "127.0.0.1", 6379
-
-
-def producer(url: str) -> chute.App:
-    """The producer's view of tests/apps/basic.py (it never runs these functions)."""
-    app = chute.App(url)
-
-    @app.task(name="apps.basic.sleep_then")
-    def sleep_then(seconds: float, value: int) -> int:
-        raise NotImplementedError
-
-    @app.task(name="apps.basic.add")
-    def add(a: int, b: int) -> int:
-        raise NotImplementedError
-
-    @app.task(name="apps.basic.always_fails")
-    def always_fails(reason: str) -> None:
-        raise NotImplementedError
-
-    return app
-
-
-def ran(log: Path) -> list[tuple[int, int]]:
-    if not log.exists():
-        return []
-    return [(int(v), int(p)) for v, p in (line.split() for line in log.read_text().splitlines() if line.strip())]
-
-
-def drop_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    for i in range(0, len(keys), 500):
-        client.delete(*keys[i:i + 500])
+pytestmark = [pytest.mark.brokers("redis"), pytest.mark.timeout(120)]
+HOST, PORT = REDIS
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    require_service("Redis", HOST, PORT)
-    name = f"t{os.urandom(4).hex()}"
-    yield name
-    client = redis.Redis(HOST, PORT)
-    drop_prefix(client, name)
-    client.close()
+def prefix(url: str) -> str:
+    return url.rsplit("prefix=", 1)[1]
 
 
 @pytest.fixture
-def url(prefix: str) -> str:
-    return f"redis://{HOST}:{PORT}/0?prefix={prefix}"
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for what would reach every client of the shared one (SCRIPT FLUSH,
+    CLIENT KILL, SIGSTOP)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_sigkill_mid_task_runs_again_on_another_worker_after_the_lease(url: str, tmp_path: Path) -> None:
@@ -149,10 +119,10 @@ def test_plain_redis_clients_can_produce_and_read_chute_messages(url: str, prefi
         app.close()
 
 
-def test_delay_and_batches_survive_a_flushed_script_cache(url: str) -> None:
+def test_delay_and_batches_survive_a_flushed_script_cache(own_server: RedisServer) -> None:
     """The lean paths (one by one, and a batch) fall back to the general one, which reloads the scripts."""
-    app = producer(url)
-    client = redis.Redis(HOST, PORT)
+    app = producer(own_server.url)
+    client = redis.Redis(HOST, own_server.port)
     try:
         first = app.send_task("apps.basic.add", [1, 2])
         client.script_flush()
@@ -190,15 +160,15 @@ def test_a_script_that_fails_after_a_write_is_not_run_again(url: str, prefix: st
         app.close()
 
 
-def test_async_sends_survive_a_flushed_script_cache(url: str) -> None:
+def test_async_sends_survive_a_flushed_script_cache(own_server: RedisServer) -> None:
     """The asyncio side packs commands with hiredis; a NOSCRIPT reply makes redis.asyncio load the
     script again (SCRIPT LOAD, a two-word command name) and send once more."""
-    app = producer(url)
+    app = producer(own_server.url)
 
     async def main() -> list[State]:
         first = await app.send_task_async("apps.basic.add", [1, 2])
         many = await app.send_many_async([chute.Signature("apps.basic.add", (i, i)) for i in range(3)])
-        client = redis.Redis(HOST, PORT)
+        client = redis.Redis(HOST, own_server.port)
         client.script_flush()
         client.close()
         second = await app.send_task_async("apps.basic.add", [3, 4])
@@ -253,89 +223,13 @@ def test_bad_urls_and_an_unreachable_server_give_clear_errors() -> None:
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
 
 
-# -- a Redis server of our own, stopped and started again -------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(port: int, folder: Path, *extra: str, password: str | None = None) -> subprocess.Popen[bytes]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                             "--daemonize", "no", "--logfile", str(folder / "redis.log"), *extra])
-    client = redis.Redis("127.0.0.1", port, password=password)
-
-    def up() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    wait_for(up, timeout=10, what=f"redis-server on port {port}")
-    client.close()
-    return proc
-
-
-def test_redis_restart_mid_run_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    server = start_redis(port, tmp_path)
-    log = tmp_path / "ran.log"
-    app = producer(url)
-    logs = [(tmp_path / f"worker{i}.log").open("wb") for i in range(2)]
-    workers = [start_worker(url, "apps.basic:app", "-c", "4", stderr=f, CHUTE_TEST_LEASE="2", CHUTE_TEST_LOG=str(log))
-               for f in logs]
-    try:
-        acked: list[int] = []
-        for i in range(scale(600, 10_000)):  # 10,000 in the long form (benchmarks/chaos.py)
-            app.send_task("apps.basic.sleep_then", [0.01, i])
-            acked.append(i)
-        wait_for(lambda: len(ran(log)) >= 50, timeout=15, what="work under way")
-        server.kill()  # SIGKILL: only what appendfsync always put on disk survives
-        server.wait(5)
-        down_at = time.monotonic()
-        with pytest.raises(BrokerUnavailable):
-            app.send_task("apps.basic.sleep_then", [0.0, -1])
-        assert time.monotonic() - down_at < 5
-        time.sleep(3)  # an outage of a few seconds, with workers trying all along
-        server = start_redis(port, tmp_path)
-        outage = time.monotonic() - down_at
-        for i in range(100_000, 100_100):
-            app.send_task("apps.basic.sleep_then", [0.0, i])
-            acked.append(i)
-        wait_for(lambda: set(acked) <= {v for v, _ in ran(log)}, timeout=scale(40, 300),
-                 what="every acknowledged enqueue to run after the restart")
-        for i in range(2):  # the other worker may have run the rest while this one was still backing off
-            wait_for(lambda i=i: "reachable again" in (tmp_path / f"worker{i}.log").read_text(), timeout=30,
-                     what=f"worker {i} to reconnect")
-        assert all(w.poll() is None for w in workers)  # they reconnected rather than died
-        runs = ran(log)
-        print(f"{len(acked)} acknowledged enqueues, an outage of {outage:.1f} s: 0 lost, "
-              f"{len(runs) - len({v for v, _ in runs})} ran twice")
-    finally:
-        for w in workers:
-            stop(w)
-        for f in logs:
-            f.close()
-        app.close()
-        server.terminate()
-        server.wait(10)
-    for i in range(2):
-        lines = (tmp_path / f"worker{i}.log").read_text().splitlines()
-        errors = [line for line in lines if " ERROR " in line]
-        assert len(errors) <= outage + 2, f"{len(errors)} error lines in a {outage:.1f} s outage: {errors}"
-        assert any("reachable again" in line for line in lines), lines
-
-
+# -- a Redis server of the test's own -----------------------------------------------------------------
 def test_a_password_and_a_database_number_on_the_lean_path_too(tmp_path: Path) -> None:
     """delay()'s own sockets authenticate and select the URL's database as redis-py does; a server
     that dropped them (restarted) costs a fallback, not an error; a wrong password is a clear error."""
-    port = free_port()
-    server = start_redis(port, tmp_path, "--requirepass", "s3cret-pw", password="s3cret-pw")
+    server = RedisServer(tmp_path, "--requirepass", "s3cret-pw", password="s3cret-pw")
+    server.start()
+    port = server.port
     url = f"redis://:s3cret-pw@127.0.0.1:{port}/3"
     app = producer(url)
     try:
@@ -356,17 +250,16 @@ def test_a_password_and_a_database_number_on_the_lean_path_too(tmp_path: Path) -
         wrong.close()
     finally:
         app.close()
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
-def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server(tmp_path: Path) -> None:
+@pytest.mark.timing
+def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server(own_server: RedisServer) -> None:
     """delay()'s own non-blocking sockets: a body larger than the socket's send buffer goes out
     whole; a server that stops answering (SIGSTOP) is a BrokerUnavailable after the 3 s socket
     timeout, saying the call may have run, and once the server resumes the message is there once."""
-    port = free_port()
-    server = start_redis(port, tmp_path)
-    app = chute.App(f"redis://127.0.0.1:{port}/0", max_message_size=8 << 20)
+    server, port = own_server, own_server.port
+    app = chute.App(server.url, max_message_size=8 << 20)
     app.task(name="apps.basic.add")(lambda a, b: a + b)
     client = redis.Redis("127.0.0.1", port)
     try:
@@ -378,7 +271,7 @@ def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server
         got = app.broker.fetch(["default"], 10, 30, 1)
         assert [d.id for d in got][2:] == [first.id] and big.encode() in got[2].body
         app.broker.ack(got)
-        server.send_signal(signal.SIGSTOP)
+        server.signal(signal.SIGSTOP)
         try:
             t0 = time.monotonic()
             with pytest.raises(BrokerUnavailable, match="may or may not have been carried out"):
@@ -389,7 +282,7 @@ def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server
                 app.send_task("apps.basic.add", ["y" * (7 << 20), ""])  # more than the socket buffers take
             assert 2.5 < time.monotonic() - t0 < 6
         finally:
-            server.send_signal(signal.SIGCONT)
+            server.signal(signal.SIGCONT)
         # once the server resumed: the whole command ran, once; the half-sent one was dropped with its socket
         wait_for(lambda: app.broker.stats(["default"])[0].ready == 1, timeout=10, what="the sent command to run")
         assert app.send_task("apps.basic.add", [3, 4]).status is State.QUEUED
@@ -397,8 +290,6 @@ def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server
     finally:
         client.close()
         app.close()
-        server.terminate()
-        server.wait(10)
 
 
 def test_the_lean_enqueue_is_packed_byte_for_byte_as_hiredis_packs_it(url: str) -> None:

@@ -106,6 +106,7 @@ def test_one_active_scheduler_and_takeover_without_double_ticks() -> None:
     assert a.sent + b.sent >= len(keys)
 
 
+@pytest.mark.slow
 def test_two_scheduler_processes_leader_killed(tmp_path: Path) -> None:
     url, log = f"sqlite:///{tmp_path}/s.db", tmp_path / "ticks.log"
 

@@ -18,7 +18,7 @@ from chute.brokers.sqlite import SQLiteBroker
 from chute.brokers.sqlite_watch import WalWatch
 from helpers import TESTS, env_for, idle_cpu_share, start_worker, stop, wait_for
 
-pytestmark = [pytest.mark.timeout(60),
+pytestmark = [pytest.mark.timing, pytest.mark.timeout(60),  # wake-up latencies and CPU shares
               pytest.mark.skipif(sqlite_watch.LIBC is None, reason="inotify is Linux's")]
 
 SEND_LATER = """

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,12 @@ import chute
 from chute import State
 from chute.brokers.base import Outgoing
 from chute.worker import Worker
-from conftest import BROKER_KINDS, app_on
 from helpers import wait_for, worker_thread
 
 
-@pytest.fixture(params=BROKER_KINDS)
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    with app_on(request.param, tmp_path, lease=2) as a:
-        yield a
+@pytest.fixture
+def app_options() -> dict[str, Any]:
+    return {"lease": 2}
 
 
 def depth(app: chute.App, queue: str = "default") -> Any:
@@ -312,6 +309,7 @@ def test_prefetch_bounds_what_a_worker_holds(app: chute.App) -> None:
         wait_for(lambda: depth(app).ready + depth(app).in_flight == 0, timeout=20)
 
 
+@pytest.mark.slow
 def test_long_task_keeps_its_lease_by_heartbeat(app: chute.App) -> None:
     runs: list[int] = []
 

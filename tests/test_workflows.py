@@ -3,46 +3,40 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import chute
 from chute import DAG, State, chain, chord, group
-from conftest import BROKER_KINDS, app_on
 from helpers import start_worker, stop, wait_for, worker_thread
 
 
-@pytest.fixture(params=BROKER_KINDS)
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[chute.App]:
-    with app_on(request.param, tmp_path) as a:
-        yield _declare(a)
+@pytest.fixture
+def app(app: chute.App) -> chute.App:
+    """The suite's `app`, with this module's tasks."""
 
-
-def _declare(a: chute.App) -> chute.App:
-
-    @a.task(name="add")
+    @app.task(name="add")
     def add(x: int, y: int) -> int:
         return x + y
 
-    @a.task(name="mul")
+    @app.task(name="mul")
     def mul(x: int, y: int) -> int:
         return x * y
 
-    @a.task(name="total")
+    @app.task(name="total")
     def total(values: list[int]) -> int:
         return sum(values)
 
-    @a.task(name="boom", retries=0)
+    @app.task(name="boom", retries=0)
     def boom(x: object) -> None:
         raise ValueError("step failed")
 
-    @a.task(name="record")
+    @app.task(name="record")
     def record(tag: str) -> str:
         return tag
 
-    return a
+    return app
 
 
 def s(app: chute.App, name: str, *args: object) -> chute.Signature:
@@ -133,6 +127,7 @@ def test_unencodable_step_arguments_fail_before_any_step_runs(app: chute.App) ->
     assert app.broker.stats() == []
 
 
+@pytest.mark.slow
 def test_chord_of_1000_on_4_worker_processes_fires_once(tmp_path: Path) -> None:
     url, log = f"sqlite:///{tmp_path}/chord.db", tmp_path / "callback.log"
     app = chute.App(url)

@@ -15,57 +15,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from helpers import ROOT, TESTS, wait_for
+from conftest import broker_url
+from helpers import ROOT, TESTS, free_port, wait_for
 
-REDIS = ("127.0.0.1", 6379)
-BROKERS = ["sqlite", "redis"]
+__all__ = ["WEB_BROKERS", "broker", "call", "env", "free_port", "process", "worker"]
 
-
-def broker_url(kind: str, tmp_path: Path) -> str:
-    """A fresh broker URL: its own SQLite file, or its own key prefix on the shared Redis."""
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path}/chute.db"
-    if kind == "redis":
-        from conftest import require_service
-
-        require_service("Redis", *REDIS)
-        return f"redis://{REDIS[0]}:{REDIS[1]}/0?prefix=w{os.urandom(5).hex()}"
-    if kind == "memory":
-        return "memory://"
-    raise ValueError(kind)
-
-
-def drop_redis_prefix(url: str) -> None:
-    """Delete every key under the URL's prefix (a no-op for other brokers)."""
-    if not url.startswith("redis://"):
-        return
-    import redis
-
-    prefix = url.rsplit("prefix=", 1)[1]
-    client = redis.Redis(*REDIS, db=0)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i:i + 500])
-    finally:
-        client.close()
+WEB_BROKERS = ("sqlite", "redis")  # what the web-framework tests run on: the embedded broker and a server
 
 
 @contextmanager
 def broker(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh broker URL (tests/conftest.py's factory) in `tmp_path`, made if needed; cleaned up after."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    url = broker_url(kind, tmp_path)
-    try:
+    with broker_url(kind, tmp_path) as url:
         yield url
-    finally:
-        drop_redis_prefix(url)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def env(url: str, **extra: str) -> dict[str, str]:

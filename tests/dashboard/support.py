@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import chute
-from helpers import TESTS, env_for, start_worker, stop, wait_for
+from helpers import TESTS, env_for, free_port, start_worker, stop, wait_for
 
 pytest.importorskip("starlette", reason="the dashboard extra is not installed")
 httpx = pytest.importorskip("httpx")
@@ -70,18 +70,11 @@ def seed(tmp: Path) -> Seeded:
     return s
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def dashboard(env: dict[str, str], *args: str, spec: str = "apps.ops:app") -> Iterator[str]:
     """A real `chute dashboard` process on a free port; yields its base URL once it answers."""
     port = free_port()
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"chute-dashboard-{port}.log", "w+")
+    log = tempfile.TemporaryFile("w+")  # read only if the dashboard exits
     proc = subprocess.Popen([sys.executable, "-m", "chute", "dashboard", spec, "--port", str(port),
                              "--log-level", "WARNING", "--refresh", "0.5", *args], env=env, cwd=str(TESTS),
                             stdout=log, stderr=subprocess.STDOUT)

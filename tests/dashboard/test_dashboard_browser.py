@@ -24,6 +24,8 @@ from helpers import ROOT, TESTS, env_for, start_worker, stop, wait_for
 
 from .support import SCRIPT, SECRETS, Seeded, dashboard, seed, stub_app
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]

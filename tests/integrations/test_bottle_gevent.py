@@ -90,6 +90,7 @@ def measure(folder: Path, url: str, **extra: str) -> dict[str, Any]:
     return dict(report)
 
 
+@pytest.mark.timing
 def test_enqueueing_under_gevent_does_not_block_the_hub(tmp_path: Path) -> None:
     """A greenlet's 1 ms timer stays on time while clients enqueue 400 jobs/s and another process
     keeps taking SQLite's write lock. The control, the same with the offload undone, shows what the

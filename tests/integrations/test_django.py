@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from helpers import TESTS
-from web import BROKERS, broker, env, process
+from web import WEB_BROKERS, broker, env, process
 
 django = pytest.importorskip("django")
 if django.VERSION < (6, 0):
     pytest.skip("django.tasks needs Django >= 6.0", allow_module_level=True)
 
 
-@pytest.mark.parametrize("kind", BROKERS)
+@pytest.mark.brokers(*WEB_BROKERS)
 def test_django_tasks_run_on_chute_workers(kind: str, tmp_path: Path) -> None:
     with broker(kind, tmp_path) as url:
         extra = {"DJANGO_SETTINGS_MODULE": "apps.django_settings", "DJANGO_DB": str(tmp_path / "django.db")}

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from helpers import TESTS
-from web import BROKERS, broker, free_port, process
+from web import WEB_BROKERS, broker, free_port, process
+
+pytestmark = pytest.mark.timing  # event-loop lag and enqueue rates
 
 RATE, PER_REQUEST, SECONDS = 5000, 50, 3.0
 SERVERS = {
@@ -67,7 +69,7 @@ def drive(port: int, each: bool, clients: int = 1) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["batches", "single-sends"])
-@pytest.mark.parametrize("kind", BROKERS)
+@pytest.mark.brokers(*WEB_BROKERS)
 @pytest.mark.parametrize("server", sorted(SERVERS))
 def test_event_loop_lag_while_enqueueing_5000_per_second(server: str, kind: str, mode: str, tmp_path: Path) -> None:
     """Batches: each request sends one send_many_async of 50. Single sends: each request makes 50

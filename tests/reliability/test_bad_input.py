@@ -17,7 +17,7 @@ from chute.brokers.base import Outgoing
 from helpers import start_worker, stop, wait_for
 from reliability.history import read_ledger, scale
 
-pytestmark = pytest.mark.timeout(scale(240, 3600))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(scale(240, 3600))]
 
 
 def fuzzed(rng: random.Random, valid: bytes, i: int) -> bytes:

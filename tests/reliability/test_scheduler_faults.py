@@ -14,7 +14,7 @@ import pytest
 
 from helpers import TESTS, env_for, start_worker, stop, wait_for
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 SPEED = 240.0  # simulated seconds per real second: an hour in 15 s
 SKEWS = (-30.0, 0.0, 45.0)
 

@@ -12,6 +12,8 @@ from chute.signing import MARK
 from helpers import wait_for, worker_thread
 from reliability.history import scale
 
+pytestmark = pytest.mark.slow
+
 NEW, OLD = {"k2": "new-secret-0123456789"}, {"k1": "old-secret-0123456789"}
 
 

@@ -15,7 +15,7 @@ import chute
 from helpers import env_for, sqlite_db, start_worker, stop, wait_for, worker_thread
 from reliability.history import integrity, read_ledger, scale, seeded
 
-pytestmark = pytest.mark.timeout(scale(240, 3600))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(scale(240, 3600))]
 
 
 @pytest.fixture
@@ -127,6 +127,7 @@ print(json.dumps({"ids": ids, "lat": lat}))
 """
 
 
+@pytest.mark.timing
 def test_write_contention_many_producers_and_workers(url: str, ledger: Path) -> None:
     producers, workers, per_producer = scale((4, 4, 1000), (8, 8, 2000))
     chute.App(url).close()
@@ -187,6 +188,7 @@ def test_a_reboot_ends_every_lease(tmp_path: Path) -> None:
     assert [d.id for d in again.broker.fetch(["q"], 1, 30, 0)] == ["m"]
 
 
+@pytest.mark.timing
 def test_delays_of_two_hours_on_an_injected_clock_run_once_none_early_none_late(tmp_path: Path) -> None:
     """R3: 1,000 tasks due in 2 h (spread over 2 s), the broker's wall clock injected: nothing is
     delivered before it is due (held by nobody, longer than a lease), then each runs once, on time."""

@@ -27,7 +27,7 @@ from reliability.history import (
     seeded,
 )
 
-pytestmark = pytest.mark.timeout(scale(240, 3600))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(scale(240, 3600))]
 
 
 def counts(app: chute.App) -> tuple[int, int, int]:
@@ -39,6 +39,7 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+@pytest.mark.timing  # kills every 200 ms and a bound on how soon a killed run starts again
 def test_worker_sigkill_chaos_loses_nothing(url: str, ledger: Path, tmp_path: Path) -> None:
     """R1, short form: 4 workers, one SIGKILLed and replaced every 200 ms."""
     rng = seeded()
@@ -138,6 +139,7 @@ def test_poison_task_that_kills_its_process_is_dead_lettered_after_three(url: st
           f"{len(good)} others all ran")
 
 
+@pytest.mark.timing  # each retry's delay within its backoff ± jitter
 def test_always_failing_task_makes_six_attempts_on_the_backoff_then_dlq(url: str, ledger: Path) -> None:
     app = chute.App(url)
     failing = app.task(name="apps.chaos.always_fails")(lambda: None)
@@ -180,6 +182,7 @@ def test_pickle_payloads_never_run(url: str, ledger: Path, tmp_path: Path) -> No
     assert all(d.reason.startswith("decode_error") for d in app.broker.dead_letters())
 
 
+@pytest.mark.timing
 def test_delays_longer_than_the_lease_run_once_on_time(url: str, ledger: Path) -> None:
     """R3, real-clock form: 1,000 tasks due 3-8 s out, three to eight times the 1 s lease, on two workers.
 
