@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import random
 import signal
@@ -126,7 +127,11 @@ class LoopThread:
             self.worst_lag = max(self.worst_lag, time.perf_counter() - t - 0.005)
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.submit(coro).result(timeout)
+
+    def submit(self, coro: Any) -> concurrent.futures.Future[Any]:
+        """Start `coro` on the loop; its future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self, app: chute.App) -> None:
         self.call(app.aclose())

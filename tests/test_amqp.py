@@ -226,12 +226,13 @@ def test_results_in_redis_are_shared_by_processes_and_show_started(vhost: str, t
 def test_quorum_queues_deliver_delay_and_dead_letter(url: str) -> None:
     app = producer(url + "?queue_type=quorum")
     broker = app.broker
-    broker.publish([Outgoing("q", "a", b"1"), Outgoing("q", "b", b"2", eta=time.time() + 0.3)])
-    (a,) = broker.fetch(["q"], 10, 0.5, 0)
+    # b's delay outlasts the first fetch, and a's lease b's delay, however busy the machine
+    broker.publish([Outgoing("q", "a", b"1"), Outgoing("q", "b", b"2", eta=time.time() + 1.5)])
+    (a,) = broker.fetch(["q"], 10, 3.0, 0)
     assert (a.id, a.deliveries) == ("a", 1)
-    (b,) = broker.fetch(["q"], 10, 30, 3)
+    (b,) = broker.fetch(["q"], 10, 30, 5)
     assert b.id == "b"
-    again = broker.fetch(["q"], 10, 30, 3)  # a's lease ran out: requeued, counted by RabbitMQ
+    again = broker.fetch(["q"], 10, 30, 6)  # a's lease ran out: requeued, counted by RabbitMQ
     assert [(d.id, d.deliveries) for d in again] == [("a", 2)]
     assert broker.dead_letter(again[0], "poison")
     assert broker.ack([b]) == 1

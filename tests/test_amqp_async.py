@@ -55,14 +55,14 @@ def test_async_publish_goes_out_on_aio_pika_with_no_thread(vhost: str, tmp_path:
 
         async def first() -> None:  # declares the queue, the delay level and the topic exchange: on a thread
             await add.delay_async(0, 0)
-            await add.send_async((0, 0), countdown=0.2)
+            await add.send_async((0, 0), countdown=2)
             await app.publish_async("order.none", {"n": 0})
             await app.aclose()
 
         async def native() -> dict[str, Any]:
             one = await add.delay_async(1, 2)
             many = await app.send_many_async([add.s(i, i) for i in range(20)])
-            late = await add.send_async((2, 2), countdown=0.2)
+            late = await add.send_async((2, 2), countdown=2)  # still waiting when asked, on a loaded machine too
             event = await app.publish_async("order.created", {"n": 7})
             out = {"queued": await one.status_async(), "late": await late.status_async(),
                    "values": [await r.wait(timeout=20) for r in (one, *many, late)],

@@ -115,8 +115,8 @@ def test_send_options_countdown_eta_priority_queue(app: chute.App) -> None:
 
     record.send(("low",), priority=0)
     record.send(("high",), priority=9)
-    later = record.send(("later",), countdown=0.4)
-    at = record.send(("eta",), eta=datetime.now(timezone.utc) + timedelta(seconds=0.2))
+    later = record.send(("later",), countdown=1.5)  # both still delayed when counted, on a loaded machine too
+    at = record.send(("eta",), eta=datetime.now(timezone.utc) + timedelta(seconds=1))
     elsewhere = record.send(("elsewhere",), queue="third")
     stats = {s.queue: s for s in app.broker.stats()}
     assert stats["other"].ready == 2 and stats["other"].delayed == 2 and stats["third"].ready == 1

@@ -253,7 +253,7 @@ def test_async_publish_keeps_the_sync_semantics(kind: str, tmp_path: Path) -> No
             a = await add.send_async((1, 2), idempotency_key="k1")
             b = await add.send_async((1, 2), idempotency_key="k1")
             out["same_id"] = a.id == b.id
-            late = await add.send_async((2, 2), countdown=0.3)
+            late = await add.send_async((2, 2), countdown=2)  # still waiting when asked, on a loaded machine too
             out["late"] = await late.status_async()
             await add.send_async((0, 0), queue="small")
             await add.send_async((0, 0), queue="small")

@@ -159,9 +159,11 @@ def test_status_watch_refreshes_live_in_a_terminal(url: str) -> None:
     import signal
 
     master, slave = pty.openpty()
+    # Ctrl-C as in a terminal, where SIGINT is never ignored: a run started in the background by a shell
+    # without job control inherits SIGINT ignored, and a process started ignoring it keeps ignoring it
     proc = subprocess.Popen([sys.executable, "-m", "chute", "status", "--watch", "--interval", "0.2"], cwd=str(TESTS),
                             env=env_for(url, COLUMNS="160", LINES="50", TERM="xterm"), stdin=slave, stdout=slave,
-                            stderr=slave)
+                            stderr=slave, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     seen = b""
 

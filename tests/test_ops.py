@@ -9,6 +9,7 @@ import pytest
 import chute
 from chute.ops import Ops
 from chute.scheduler import Scheduler
+from chute.worker import Worker
 from helpers import wait_for, worker_thread
 
 pytestmark = pytest.mark.brokers("memory", "sqlite", "redis")
@@ -26,6 +27,16 @@ def test_overview_counts_queues_and_the_last_hours_outcomes(app: chute.App) -> N
     assert (o.succeeded_last_hour, o.failed_last_hour, o.retried_last_hour) == (3, 1, 1)
     assert o.failure_rate == 0.25 and len(o.rates) == 60 and o.rates[-1].succeeded + o.rates[-2].succeeded == 3
     assert o.queues[0].dead == 1 and o.broker == chute.brokers.redact_url(app.url)
+
+
+def test_a_second_look_sees_what_happened_since_the_first(app: chute.App) -> None:
+    """One Ops, asked twice within a moment: the second answer has the outcomes written in between."""
+    ok = app.task(name="ok")(lambda: 1)
+    ops = Ops(app)
+    assert ops.overview().succeeded_last_hour == 0
+    ok.delay()
+    Worker(app).run(until_idle=True)
+    assert ops.overview().succeeded_last_hour == 1
 
 
 def test_running_tasks_are_listed_with_an_open_attempt(app: chute.App) -> None:

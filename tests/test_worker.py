@@ -27,6 +27,7 @@ def depth(app: chute.App, queue: str = "default") -> Any:
     return app.broker.stats([queue])[0]
 
 
+@pytest.mark.timing  # each retry's delay within its backoff ± jitter
 def test_retries_with_backoff_then_dead_letter_with_the_exception(app: chute.App) -> None:
     attempts: list[float] = []
 

@@ -61,11 +61,12 @@ def main(order_id: int) -> None:
     seen: dict[str, str] = {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        finished = app.workflow(wf.id).status.finished  # before the steps: their last look comes after it
         for step, state in app.workflow(wf.id).steps().items():
             if seen.get(step) != state.value:
                 seen[step] = state.value
                 print(f"  {step:<9} {state.value}")
-        if app.workflow(wf.id).status.finished:
+        if finished:
             break
         time.sleep(0.02)
     print("result:", wf.get(timeout=10), "·", wf.status.value)

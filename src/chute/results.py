@@ -45,7 +45,9 @@ class ResultBackend(Protocol):
         ...
 
     def store(self, records: Sequence[ResultRecord]) -> None:
-        """Write outcomes (RETRYING, SUCCEEDED, FAILED, DEAD) in one batch."""
+        """Write outcomes (RETRYING, SUCCEEDED, FAILED, DEAD) in one batch. A STARTED record (how a store
+        that cannot see the messages is told of a start) is written only over none, QUEUED, RETRYING or
+        STARTED, in the same step: never over a cancellation or an outcome that came first."""
         ...
 
     def queued(self, records: Sequence[ResultRecord]) -> None:

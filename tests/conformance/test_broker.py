@@ -264,6 +264,27 @@ def test_results_store_get_and_wait(broker: Broker) -> None:
     assert got2 is not None and got2.error == ErrorInfo("ValueError", "bad", "tb")
 
 
+def test_a_started_record_never_lands_over_a_cancellation_or_an_outcome(broker: Broker) -> None:
+    """How a store that cannot see the messages (RabbitMQ's) is told of starts: the write itself keeps a
+    cancellation or an outcome that came first, so a cancel between a fetch and its STARTED mark stands."""
+    results = results_of(broker)
+    now = time.time()
+
+    def record(task_id: str, state: State) -> ResultRecord:
+        return ResultRecord(task_id, state, "mod.f", "default", b"1" if state is State.SUCCEEDED else None,
+                            "json", None, 0, now, now + 60)
+
+    assert results.cancel("cancelled", 60) is State.CANCELLED
+    results.store([record("done", State.SUCCEEDED), record("retrying", State.RETRYING)])
+    results.store([record(i, State.STARTED) for i in ("cancelled", "done", "retrying", "new")])
+    states = {i: rec.state for i in ("cancelled", "done", "retrying", "new") if (rec := results.get(i)) is not None}
+    assert states == {"cancelled": State.CANCELLED, "done": State.SUCCEEDED, "retrying": State.STARTED,
+                      "new": State.STARTED}
+    results.store([record("new", State.SUCCEEDED)])  # an outcome lands over a start as ever
+    got = results.get("new")
+    assert got is not None and got.state is State.SUCCEEDED
+
+
 def test_waiters_among_a_large_batch_of_stored_results_each_get_their_own(broker: Broker) -> None:
     """One store of 1,200 records, two of which are awaited: each waiter wakes with its own record."""
     results = results_of(broker)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from chute.dashboard.openapi import document
 from chute.dashboard.server import routes
-from helpers import start_worker, stop, wait_for
+from helpers import env_for, start_worker, stop, wait_for
 
 from .support import SCRIPT, SECRETS, Seeded, client, dashboard
 
@@ -127,11 +128,12 @@ def test_metrics_are_derived_from_stats_and_events(base: str) -> None:
                for line in lines)
 
 
-def test_health_needs_a_recent_heartbeat(seeded: Seeded) -> None:
-    with dashboard(seeded.env(), "--health-max-age", "5") as url, client(url) as c:
+def test_health_needs_a_recent_heartbeat(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/health.db"  # a broker of its own: the worker below would show in the seeded one's
+    with dashboard(env_for(url), "--health-max-age", "5") as base, client(base) as c:
         sick = c.get("/health")
         assert sick.status_code == 503 and sick.json()["reasons"] == ["no worker is alive"]
-        w = start_worker(seeded.url, "apps.ops:app", CHUTE_TEST_FIX=str(seeded.fix))
+        w = start_worker(url, "apps.ops:app")
         try:
             wait_for(lambda: c.get("/health").status_code == 200, timeout=30, what="healthy")
             h = c.get("/health").json()

@@ -69,13 +69,11 @@ class StartedRecorder:
                 self.inner.store(marks)
 
     def _take_marks(self) -> list[ResultRecord]:
-        """The waiting marks, minus tasks cancelled since they were fetched (a mark must not overwrite
-        a cancellation; the worker's own check interrupts those)."""
+        """The waiting marks. A store writes a STARTED mark only over QUEUED, RETRYING or STARTED, in the
+        same step: a cancellation made since the task was fetched stands (and the worker's own check then
+        interrupts the task); checking first and writing after let a cancel land in between and be undone."""
         marks = list(self._pending.values())
         self._pending.clear()
-        if marks:
-            cancelled = self.inner.cancelled([r.task_id for r in marks])
-            marks = [r for r in marks if r.task_id not in cancelled]
         return marks
 
     def queued(self, records: Sequence[ResultRecord]) -> None:

@@ -23,6 +23,7 @@ from ..topics import group_queue, matches
 from .base import DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
 
 READY, LEASED, DELAYED, DEAD = 0, 1, 2, 3
+_STARTABLE = (State.QUEUED, State.RETRYING, State.STARTED)  # what a STARTED record may be written over
 _DERIVED = {READY: State.QUEUED, LEASED: State.STARTED, DELAYED: State.QUEUED, DEAD: State.DEAD}
 
 
@@ -348,7 +349,12 @@ class MemoryBroker:
 
     def store(self, records: Sequence[ResultRecord]) -> None:
         with self._cond:
+            now = time.time()
             for r in records:
+                if r.state is State.STARTED:  # never over a cancellation or an outcome
+                    held = self._get(r.task_id, now)
+                    if held is not None and held.state not in _STARTABLE:
+                        continue
                 self._results[r.task_id] = r
             self._cond.notify_all()
 

@@ -406,16 +406,20 @@ local waited = 0
 each(function(...) waited = waited + redis.call(...) end, 'EXISTS', {}, sets, 1000)
 for i = 1, #KEYS / 2 do
   local k, a = 2 * i - 1, 4 * i - 3
-  redis.call('HSET', KEYS[k], 's', ARGV[a], 'r', ARGV[a+1])
-  if ARGV[a+2] ~= '0' then redis.call('PEXPIREAT', KEYS[k], ARGV[a+2]) else redis.call('PERSIST', KEYS[k]) end
-  if waited > 0 and ARGV[a+3] == '1' then
-    local lists = redis.call('SMEMBERS', KEYS[k+1])
-    if lists[1] then
-      for _, list in ipairs(lists) do
-        redis.call('LPUSH', list, ARGV[a+1])
-        redis.call('PEXPIRE', list, NOTIFY_TTL)
+  -- a start lands over nothing, queued, retrying or started: never over a cancellation or an outcome
+  local held = ARGV[a] == 'started' and redis.call('HGET', KEYS[k], 's')
+  if not held or held == 'queued' or held == 'retrying' or held == 'started' then
+    redis.call('HSET', KEYS[k], 's', ARGV[a], 'r', ARGV[a+1])
+    if ARGV[a+2] ~= '0' then redis.call('PEXPIREAT', KEYS[k], ARGV[a+2]) else redis.call('PERSIST', KEYS[k]) end
+    if waited > 0 and ARGV[a+3] == '1' then
+      local lists = redis.call('SMEMBERS', KEYS[k+1])
+      if lists[1] then
+        for _, list in ipairs(lists) do
+          redis.call('LPUSH', list, ARGV[a+1])
+          redis.call('PEXPIRE', list, NOTIFY_TTL)
+        end
+        redis.call('DEL', KEYS[k+1])
       end
-      redis.call('DEL', KEYS[k+1])
     end
   end
 end

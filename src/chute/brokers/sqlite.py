@@ -580,10 +580,20 @@ class SQLiteBroker:
 
     @staticmethod
     def _store(c: sqlite3.Connection, records: Sequence[ResultRecord]) -> None:
-        c.executemany("INSERT OR REPLACE INTO chute_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            (r.task_id, r.state.value, r.name, r.queue, r.value, r.codec,
-             None if r.error is None else _encode_error(r.error), r.attempt, r.updated_at, r.expires_at)
-            for r in records])
+        def rows(rs: Sequence[ResultRecord]) -> list[tuple[Any, ...]]:
+            return [(r.task_id, r.state.value, r.name, r.queue, r.value, r.codec,
+                     None if r.error is None else _encode_error(r.error), r.attempt, r.updated_at, r.expires_at)
+                    for r in rs]
+
+        starts = [r for r in records if r.state is State.STARTED]
+        if starts:  # a start lands over nothing, QUEUED, RETRYING or STARTED: never over a cancellation or an outcome
+            c.executemany("INSERT INTO chute_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO "
+                          "UPDATE SET state = excluded.state, name = excluded.name, queue = excluded.queue, "
+                          "attempt = excluded.attempt, updated_at = excluded.updated_at, "
+                          "expires_at = excluded.expires_at WHERE state IN ('queued', 'retrying', 'started')",
+                          rows(starts))
+            records = [r for r in records if r.state is not State.STARTED]
+        c.executemany("INSERT OR REPLACE INTO chute_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows(records))
 
     def get(self, task_id: str) -> ResultRecord | None:
         def read(c: sqlite3.Connection) -> tuple[Any, Any]:

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import ChuteError
 from ..ops import Ops
+from ..ops.history import History
 from ..redact import Redactor
 from . import jsonapi, pages
 from .context import HERE, Dashboard, dashboard, json_response
@@ -39,7 +40,8 @@ def create_app(app: App, *, credentials: Credentials | None = None, secret: byte
     """The dashboard for `app`. Without `credentials` (default: from the environment) it answers only
     loopback clients; `secret` signs sessions and CSRF tokens (default: derived from the credentials)."""
     creds = credentials if credentials is not None else Credentials.from_env()
-    ops = Ops(app, redactor=Redactor.from_env(redact))
+    # many requests and the live feed share one history: read new events at most twice a second
+    ops = Ops(app, redactor=Redactor.from_env(redact), history=History(app.broker, min_interval=0.5))
     d = Dashboard(ops, Guard(creds, secret=secret, allowed_origins=tuple(allowed_origins)),
                   health_max_age=health_max_age, refresh=refresh)
     web = Starlette(routes=routes(), middleware=[Middleware(SecurityMiddleware, guard=d.guard)])

@@ -43,10 +43,11 @@ class Durations:
 
 
 class History:
-    """Folds events read from `broker`; safe to share between threads."""
+    """Folds events read from `broker`; safe to share between threads. Each refresh reads what was written
+    since the last, unless `min_interval` seconds have not passed (a dashboard serving many requests)."""
 
     def __init__(self, broker: Broker, *, max_tasks: int = 20_000, page: int = 200, max_pages: int = 50,
-                 min_interval: float = 0.5) -> None:
+                 min_interval: float = 0.0) -> None:
         self.broker = broker
         self.max_tasks = max_tasks
         self.page, self.max_pages, self.min_interval = page, max_pages, min_interval
