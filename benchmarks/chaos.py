@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/chaos.py -k sigkill_chaos      # one scenario (a pytest -k expression)
     .venv/bin/python benchmarks/chaos.py -k "redis and fuzz"   # one scenario on one broker
 
-The scenarios are the tests under tests/reliability/ (and the outbox relay and broker restart tests):
+The scenarios are the tests under tests/reliability/ (and the outbox relay and the broker restart
+scenario, tests/test_restart.py):
 `make test` runs them small, this runs the same code with CHUTE_CHAOS_LONG=1 (10,000-task chaos, 100
 producer kills, 1,000 crash-loop kills, 8 x 8 processes on one SQLite file, 1,000 fuzzed among 10,000
 valid messages, 10,000 signed and 10,000 tampered, Redis and RabbitMQ restarted under 10,000 tasks).
@@ -25,8 +26,7 @@ def main() -> int:
     env = dict(os.environ, CHUTE_CHAOS_LONG="1")
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "reliability"),
            str(ROOT / "tests" / "test_outbox.py") + "::test_relay_process_sigkilled_at_random_instants",
-           str(ROOT / "tests" / "test_redis.py") + "::test_redis_restart_mid_run_loses_nothing_acknowledged",
-           str(ROOT / "tests" / "test_amqp.py") + "::test_rabbitmq_restart_mid_run_loses_nothing_confirmed",
+           str(ROOT / "tests" / "test_restart.py"),
            "-s", "-q", "-p", "no:cacheprovider",
            "-o", "timeout=3600", "--durations=0", *sys.argv[1:]]
     print("$ CHUTE_CHAOS_LONG=1 " + " ".join(cmd[2:]), flush=True)
