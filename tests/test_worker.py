@@ -74,6 +74,29 @@ def test_replay_runs_a_dead_letter_once_more(app: chute.App, tmp_path: Path) -> 
     assert len(runs) == 3 and r.status is State.SUCCEEDED and app.broker.dead_letters() == []
 
 
+def test_dead_is_announced_only_once_the_message_is_in_the_dead_letter_queue(
+        app: chute.App, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seen in a parallel run: a reader saw DEAD, replayed at once and found nothing to replay.
+    seen_with_dead: list[list[str]] = []
+    store = app.results.store
+
+    def watching_store(records: Any) -> None:
+        if any(r.state is State.DEAD for r in records):
+            seen_with_dead.append([d.id for d in app.broker.dead_letters()])
+        store(records)
+
+    monkeypatch.setattr(app.results, "store", watching_store)
+
+    @app.task(retries=0)
+    def fails() -> None:
+        raise ValueError("no")
+
+    r = fails.delay()
+    with worker_thread(app):
+        wait_for(lambda: r.status is State.DEAD, what="DEAD")
+    assert seen_with_dead == [[r.id]]
+
+
 def test_retry_exception_with_countdown(app: chute.App) -> None:
     times: list[float] = []
 

@@ -447,11 +447,13 @@ class Worker:
         info = error_info(exc, tb)
         self._outcome_event({State.DEAD: "dead", State.CANCELLED: "cancelled"}.get(state, "failed"), job, duration,
                             exc)
-        self.results.store([result_record(self.app, env, state, error=info)])
-        if ack:
+        record = result_record(self.app, env, state, error=info)
+        if ack:  # the record first: a message acknowledged without its outcome would be gone without a trace
+            self.results.store([record])
             self.broker.ack([job.delivery])
-        else:
+        else:  # the move first: whoever reads DEAD finds the message in the dead-letter queue, ready to replay
             self.broker.dead_letter(job.delivery, reason or f"{info.type}: {info.message}")
+            self.results.store([record])
         outcomes.error("task %s %s %s after %d attempt(s): %s: %s", env.name, env.id,
                        "dead-lettered" if state is State.DEAD else str(state), env.attempt + 1, info.type, info.message,
                        extra=_fields(env, duration, str(state), f"{info.type}: {info.message}"))
@@ -459,15 +461,16 @@ class Worker:
     def _reject(self, r: Reject) -> None:
         env = r.envelope
         try:
-            if env is not None:
-                err = r.error or error_info(ChuteError(r.reason), "")
-                self.results.store([result_record(self.app, env, r.state, error=err)])
+            records = [] if env is None else [
+                result_record(self.app, env, r.state, error=r.error or error_info(ChuteError(r.reason), ""))]
             if self.events is not None:
                 self.events.emit("dead" if r.state is State.DEAD else "failed", r.delivery.id,
                                  env.name if env else "", r.delivery.queue, error=r.reason)
-            if r.state is State.DEAD:
+            if r.state is State.DEAD:  # the same order as _fail_final: DEAD is announced once it is true
                 self.broker.dead_letter(r.delivery, r.reason)
+                self.results.store(records)
             else:
+                self.results.store(records)
                 self.broker.ack([r.delivery])
             self.failed += 1
             log.error("message %s on %s %s: %s", r.delivery.id, r.delivery.queue,
