@@ -23,7 +23,7 @@ def test_workers_record_each_outcome_and_their_own_life(app: chute.App) -> None:
     with worker_thread(app) as w:
         r1.get(timeout=10)
         wait_for(lambda: r2.status is chute.State.DEAD, what="dead")
-    events = list(iter_events(app.broker.read_events(0, 1000)))
+    events = list(iter_events(app.store.read_events(0, 1000)))
     kinds = [e.kind for e in events]
     assert kinds[0] == "worker-online" and kinds[-1] == "worker-offline"
     (done,) = [e for e in events if e.task_id == r1.id]
@@ -38,12 +38,12 @@ def test_events_can_be_paged_and_turned_off(app: chute.App) -> None:
     f = app.task(name="f")(lambda: None)
     with worker_thread(app):
         f.delay().get(timeout=10)
-    batches = app.broker.read_events(0, 1000)
-    assert batches and app.broker.read_events(batches[-1][0], 10) == []
+    batches = app.store.read_events(0, 1000)
+    assert batches and app.store.read_events(batches[-1][0], 10) == []
     before = len(batches)
     with worker_thread(app, events=False):
         f.delay().get(timeout=10)
-    assert len(app.broker.read_events(0, 1000)) == before
+    assert len(app.store.read_events(0, 1000)) == before
 
 
 def test_a_full_buffer_drops_the_oldest_events_instead_of_blocking() -> None:
@@ -97,13 +97,13 @@ def test_a_long_task_is_announced_while_it_runs_and_failures_carry_their_duratio
     try:
         with worker_thread(app):
             wait_for(lambda: any(e.kind == "started" and e.task_id == r.id
-                                 for e in iter_events(app.broker.read_events(0, 1000))), what="started event")
+                                 for e in iter_events(app.store.read_events(0, 1000))), what="started event")
             gate.set()
             r.get(timeout=10)
             wait_for(lambda: b.status is chute.State.DEAD, what="dead")
     finally:
         gate.set()
-    events = list(iter_events(app.broker.read_events(0, 1000)))
+    events = list(iter_events(app.store.read_events(0, 1000)))
     (started,) = [e for e in events if e.task_id == r.id and e.kind == "started"]
     (done,) = [e for e in events if e.task_id == r.id and e.kind == "succeeded"]
     assert done.received <= started.at <= done.at
@@ -116,5 +116,5 @@ def test_workflow_steps_are_evented_with_their_workflow(app: chute.App) -> None:
     flow = chute.chain(add.s(1, 2), add.s(3)).run(app)
     with worker_thread(app):
         assert flow.get(timeout=10) == 6
-    steps = [e for e in iter_events(app.broker.read_events(0, 1000)) if e.kind == "succeeded"]
+    steps = [e for e in iter_events(app.store.read_events(0, 1000)) if e.kind == "succeeded"]
     assert len(steps) == 2 and {e.workflow for e in steps} == {flow.id}

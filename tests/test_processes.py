@@ -123,17 +123,17 @@ def test_two_workers_three_producers_ten_thousand_each(url: str, tmp_path: Path)
 def test_supervisor_restarts_a_killed_worker_process(app: chute.App, url: str) -> None:
     sup = start_worker(url, "apps.basic:app", "-p", "2", "-c", "2")
     try:
-        procs = wait_for(lambda: len(app.broker.workers()) == 2 and app.broker.workers(), what="2 workers")
+        procs = wait_for(lambda: len(app.store.workers()) == 2 and app.store.workers(), what="2 workers")
         victim = procs[0].pid
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: len({w.pid for w in app.broker.workers()} - {victim}) == 2, timeout=20,
+        wait_for(lambda: len({w.pid for w in app.store.workers()} - {victim}) == 2, timeout=20,
                  what="a replacement worker")
         assert app.send_task("apps.basic.add", [2, 2]).get(timeout=10) == 4
-        live = {w.id for w in app.broker.workers() if w.pid != victim}
+        live = {w.id for w in app.store.workers() if w.pid != victim}
     finally:
         assert stop(sup) == 0
     # the live children deregister; the SIGKILLed one's entry simply expires with its heartbeat
-    wait_for(lambda: not live & {w.id for w in app.broker.workers()}, timeout=10, what="children gone")
+    wait_for(lambda: not live & {w.id for w in app.store.workers()}, timeout=10, what="children gone")
 
 
 SIGTERM_DURING_A_RESTART = """
@@ -180,7 +180,7 @@ def test_an_idle_worker_uses_under_one_percent_of_a_core(url: str) -> None:
         if not Path(f"/proc/{w.pid}/stat").exists():
             pytest.skip("needs /proc")
         app = chute.App(url)
-        wait_for(app.broker.workers, timeout=20, what="worker up")
+        wait_for(app.store.workers, timeout=20, what="worker up")
         time.sleep(1.0)
         share = idle_cpu_share(w, seconds=5.0)
         assert share < 0.01, f"idle worker used {share:.1%} of a core"

@@ -20,10 +20,7 @@ def stored(app: chute.App) -> int:
 
 
 def unrouted(app: chute.App, topic: str) -> int:
-    memory = getattr(app.broker, "unrouted", None)
-    if memory is not None:
-        return int(memory.get(topic, 0))
-    return int(app.results.get_meta(f"chute.unrouted:{topic}") or 0)
+    return int(app.store.get_meta(f"chute.unrouted:{topic}") or 0)  # the same on every broker
 
 
 def drained(app: chute.App) -> bool:

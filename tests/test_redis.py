@@ -78,7 +78,7 @@ def test_delayed_messages_promoted_by_several_workers_run_exactly_once(url: str,
     log = tmp_path / "ran.log"
     workers = [start_worker(url, "apps.basic:app", "-c", "4", CHUTE_TEST_LOG=str(log)) for _ in range(3)]
     try:
-        wait_for(lambda: len(app.broker.workers()) == 3, timeout=30, what="three workers up")  # all promote
+        wait_for(lambda: len(app.store.workers()) == 3, timeout=30, what="three workers up")  # all promote
         due = time.time() + 1.5  # one batch: all 300 still delayed when counted, however busy the machine
         work = app.tasks["apps.basic.sleep_then"]
         sent = app.send_many([work.s(0.0, i).set(eta=due + (i % 20) * 0.02) for i in range(300)])

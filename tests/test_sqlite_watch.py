@@ -167,7 +167,7 @@ def test_an_idle_worker_beside_a_busy_queue_does_not_look_once_per_commit(tmp_pa
     worker = start_worker(url, "apps.basic:app", "-q", "quiet")
     try:
         app = chute.App(url)
-        wait_for(app.broker.workers, timeout=20, what="worker up")
+        wait_for(app.store.workers, timeout=20, what="worker up")
         seconds = 6.0
         producer = subprocess.Popen([sys.executable, "-c", BUSY_PRODUCER, url, str(seconds)], env=env_for(url),
                                     stdout=subprocess.PIPE, text=True)

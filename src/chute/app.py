@@ -11,12 +11,14 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from .brokers import DEFAULT_URL, open_broker, redact_url
-from .brokers.base import Broker, Outgoing
+from .brokers import DEFAULT_URL, open_broker, open_store, redact_url
+from .brokers.base import Outgoing, Queue
+from .brokers.shared import queued_marks
+from .brokers.store import Pairing, Store
 from .envelope import DEFAULT_MAX_MESSAGE_SIZE, VERSION, Codec, CodecName, Envelope, WorkflowLink, new_id
 from .errors import ConfigurationError, QueueFull, UnknownTask
 from .hooks import Hooks
-from .results import ResultBackend
+from .marks import StartedMarks
 from .states import State
 from .task import Seconds, Signature, Task, TaskOptions, TaskResult, seconds, timestamp
 
@@ -33,11 +35,12 @@ _SEND_OPTIONS = frozenset({"countdown", "eta", "priority", "queue", "idempotency
 class App:
     """One chute application: a broker, a result store, its tasks and their defaults.
 
-    `url` picks the broker (default: $CHUTE_URL, else sqlite:///chute.db). `results` is a
-    ResultBackend or a URL; by default the broker keeps results itself.
+    `url` picks the broker (default: $CHUTE_URL, else sqlite:///chute.db). `results` is a Store or a
+    URL; by default the broker keeps results itself (RabbitMQ, which keeps none: $CHUTE_RESULTS_URL,
+    else a SQLite file per user, server and vhost).
     """
 
-    def __init__(self, url: str | None = None, *, results: ResultBackend | str | None = None,
+    def __init__(self, url: str | None = None, *, results: Store | str | None = None,
                  codec: CodecName = "json", max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  result_ttl: Seconds = 86400.0, idempotency_window: Seconds = 86400.0,
                  lease: Seconds = 30.0, max_deliveries: int = 3, default_queue: str = "default",
@@ -66,23 +69,26 @@ class App:
             f"chute_batch_{id(self)}", default=None)
         self.hooks = Hooks()
         self._grouped: Any = None  # aio.Publishers, made on the first async send
-        self.broker: Broker = open_broker(self.url)
-        store: ResultBackend | None
+        self.broker: Queue = open_broker(self.url)
+        store = self._open_store(results)
+        self.pairing = Pairing.of(self.broker, store)
+        self.broker.bind(store)
+        self.marks = StartedMarks(store) if self.pairing.recorder_marks_started else None
+        self.results: Store = self.marks or store  # the App's store (`store` names it too)
+
+    def _open_store(self, results: Store | str | None) -> Store:
         if results is None:
-            store = self.broker if isinstance(self.broker, ResultBackend) else None
-        elif isinstance(results, str):
-            backend = open_broker(results)
-            if not isinstance(backend, ResultBackend):
-                raise ConfigurationError(f"{redact_url(results)} cannot store results")
-            store = backend
-        else:
-            store = results
-        adopt = getattr(self.broker, "adopt_results", None)
-        if adopt is not None:  # a broker that keeps no results (RabbitMQ) keeps its bookkeeping in this store;
-            store = adopt(store)  # None: its default ($CHUTE_RESULTS_URL, else a per-user SQLite file)
-        if store is None:
-            raise ConfigurationError(f"{redact_url(self.url)} keeps no results; pass App(results=...)")
-        self.results: ResultBackend = store
+            return self.broker if isinstance(self.broker, Store) else open_store(self.url)
+        if isinstance(results, str):
+            return open_store(results)
+        if not isinstance(results, Store):
+            raise ConfigurationError(f"results={results!r} is not a chute Store (chute.brokers.store.Store)")
+        return results
+
+    @property
+    def store(self) -> Store:
+        """Where this App keeps results, cancellations, coordination, the worker registry and events."""
+        return self.results
 
     def __repr__(self) -> str:
         return f"<chute.App {self.name} {redact_url(self.url)}>"
@@ -324,11 +330,10 @@ class App:
                 from .aio import Publishers
 
                 # one batch in flight at a time unless the broker says more pay (RabbitMQ: 4)
-                self._grouped = Publishers(self._publish_once_async,
-                                           overlap=getattr(self.broker, "publish_async_overlap", 1))
+                self._grouped = Publishers(self._publish_once_async, overlap=self.broker.features.publish_overlap)
             ids: list[str] = await self._grouped.publish(outs)
             return ids
-        if getattr(self.broker, "publish_async", None) is None:
+        if self.broker.aio is None:
             return await asyncio.to_thread(self._publish, outs)  # `_publish` waits for room, on a thread
         deadline, pause = time.monotonic() + block, 0.001  # `_publish`'s policy, awaiting
         while True:
@@ -341,14 +346,15 @@ class App:
                 pause = min(pause * 2, 0.05)
 
     async def _publish_once_async(self, outs: list[Outgoing]) -> list[str]:
-        """One publish: natively where the broker has an asyncio client (redis.asyncio), else on a thread."""
+        """One publish: natively where the broker has an asyncio side (redis.asyncio, aio-pika), else on a thread."""
         import asyncio
 
-        native = getattr(self.broker, "publish_async", None)
+        native = self.broker.aio
         if native is None:
-            return await asyncio.to_thread(self.broker.publish, outs)  # SQLite, memory: off the loop
-        ids: list[str] = await native(outs)
-        return ids
+            return await asyncio.to_thread(self._publish_marked, outs)  # SQLite, memory: off the loop
+        if self.pairing.producer_marks_queued:
+            await self._mark_queued_async(outs)
+        return await native.publish(outs)
 
     def send_many(self, calls: Sequence[Signature]) -> list[TaskResult[Any]]:
         """Queue many calls in one atomic batch (one round trip); return their handles in order."""
@@ -378,17 +384,32 @@ class App:
         """Publish; for queues whose policy is "block", wait for room up to their timeout."""
         block = self._block_timeout(outs) if self.queues else None
         if block is None:
-            return self.broker.publish(outs)
+            return self._publish_marked(outs)
         deadline = time.monotonic() + block
         pause = 0.001
         while True:
             try:
-                return self.broker.publish(outs)
+                return self._publish_marked(outs)
             except QueueFull:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 0.05)
+
+    def _publish_marked(self, outs: list[Outgoing]) -> list[str]:
+        """One publish, QUEUED marked first where the queue's store cannot see its messages."""
+        if self.pairing.producer_marks_queued:
+            self.results.queued(queued_marks(outs))
+        return self.broker.publish(outs)
+
+    async def _mark_queued_async(self, outs: list[Outgoing]) -> None:
+        import asyncio
+
+        aio = self.results.aio
+        if aio is not None:
+            await aio.queued(queued_marks(outs))
+        else:
+            await asyncio.to_thread(self.results.queued, queued_marks(outs))
 
     def send_task(self, name: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
                   **options: Any) -> TaskResult[Any]:
@@ -411,18 +432,14 @@ class App:
 
     async def aclose(self) -> None:
         """Close what the running event loop holds (redis.asyncio connections); `close()` the rest."""
-        for store in {id(self.broker): self.broker, id(self.results): self.results}.values():
-            aclose = getattr(store, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        sides = [side for side in (self.broker.aio, self.results.aio) if side is not None]
+        for side in {id(side): side for side in sides}.values():
+            await side.aclose()
 
     def close(self) -> None:
         self.broker.close()
-        results: object = self.results
-        if results is not self.broker:
-            close = getattr(self.results, "close", None)
-            if close is not None:
-                close()
+        if self.results is not self.broker:  # type: ignore[comparison-overlap]  # one object may be both
+            self.results.close()
 
 
 class QueueLimit:

@@ -33,9 +33,9 @@ def run_demo(tasks: int, processes: int, workdir: str) -> int:
     worker = subprocess.Popen([sys.executable, "-m", "chute", "worker", "chute.demo_app:app", "-p", str(processes),
                                "-c", "8", "--log-level", "WARNING"], env=dict(os.environ), stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: len(app.broker.workers()) >= processes, 20)
+        _wait(lambda: len(app.results.workers()) >= processes, 20)
         console.print(f"started {processes} worker processes: "
-                      + ", ".join(f"pid {w.pid}" for w in app.broker.workers()))
+                      + ", ".join(f"pid {w.pid}" for w in app.results.workers()))
 
         console.rule("1 · enqueue and drain")
         handles = []

@@ -203,12 +203,12 @@ class TaskResult(Generic[R]):
         import asyncio
 
         results = self.app.results
-        native = getattr(results, "wait_async", None)
+        native = results.aio
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.002
         while True:
             if native is not None:
-                rec: ResultRecord | None = await native(self.id, timeout)
+                rec: ResultRecord | None = await native.wait(self.id, timeout)
             else:
                 rec = await asyncio.to_thread(results.get, self.id)
             if rec is not None and rec.state.finished:
@@ -224,10 +224,9 @@ class TaskResult(Generic[R]):
         """`info()` for asyncio code."""
         import asyncio
 
-        native = getattr(self.app.results, "get_async", None)
+        native = self.app.results.aio
         if native is not None:
-            rec: ResultRecord | None = await native(self.id)
-            return rec
+            return await native.get(self.id)
         return await asyncio.to_thread(self.app.results.get, self.id)
 
     async def status_async(self) -> State:

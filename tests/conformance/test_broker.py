@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
-from chute.brokers.base import Broker, Delivery, Outgoing, WorkerInfo
-from chute.results import ErrorInfo, ResultBackend, ResultRecord
+from chute.brokers.base import Delivery, Outgoing, Queue
+from chute.brokers.store import Store, WorkerInfo
+from chute.results import ErrorInfo, ResultRecord
 from chute.states import State
 
 
@@ -16,11 +15,11 @@ def out(queue: str, i: int | str, **kw: object) -> Outgoing:
     return Outgoing(queue, f"m{i}-{queue}", f"body-{i}".encode(), **kw)  # type: ignore[arg-type]
 
 
-def fetch_all(broker: Broker, queue: str, limit: int = 100, lease: float = 30.0) -> list[Delivery]:
+def fetch_all(broker: Queue, queue: str, limit: int = 100, lease: float = 30.0) -> list[Delivery]:
     return broker.fetch([queue], limit, lease, 0.0)
 
 
-def wait_fetch(broker: Broker, queue: str, timeout: float, lease: float = 30.0) -> list[Delivery]:
+def wait_fetch(broker: Queue, queue: str, timeout: float, lease: float = 30.0) -> list[Delivery]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = broker.fetch([queue], 100, lease, 0.05)
@@ -29,7 +28,7 @@ def wait_fetch(broker: Broker, queue: str, timeout: float, lease: float = 30.0) 
     return []
 
 
-def test_publish_fetch_ack_round_trip(broker: Broker, queue_name: str) -> None:
+def test_publish_fetch_ack_round_trip(broker: Queue, queue_name: str) -> None:
     ids = broker.publish([out(queue_name, 1), out(queue_name, 2)])
     assert ids == [f"m1-{queue_name}", f"m2-{queue_name}"]
     got = fetch_all(broker, queue_name)
@@ -44,7 +43,7 @@ def test_publish_fetch_ack_round_trip(broker: Broker, queue_name: str) -> None:
     assert broker.ack(got) == 0  # acking twice does nothing
 
 
-def test_a_big_batch_over_several_priorities_is_acked_once_each(broker: Broker, queue_name: str) -> None:
+def test_a_big_batch_over_several_priorities_is_acked_once_each(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, i, priority=i % 3) for i in range(2_500)])
     got: list[Delivery] = []
     deadline = time.monotonic() + 10
@@ -66,7 +65,7 @@ def test_a_big_batch_over_several_priorities_is_acked_once_each(broker: Broker, 
     assert fetch_all(broker, queue_name) == []
 
 
-def test_fetch_respects_limit_and_fifo(broker: Broker, queue_name: str) -> None:
+def test_fetch_respects_limit_and_fifo(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, i) for i in range(10)])
     first = broker.fetch([queue_name], 3, 30.0, 0.0)
     rest = broker.fetch([queue_name], 100, 30.0, 0.0)
@@ -74,7 +73,7 @@ def test_fetch_respects_limit_and_fifo(broker: Broker, queue_name: str) -> None:
     assert [d.body for d in rest] == [f"body-{i}".encode() for i in range(3, 10)]
 
 
-def test_higher_priority_first_then_fifo(broker: Broker, queue_name: str) -> None:
+def test_higher_priority_first_then_fifo(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, "low1", priority=0), out(queue_name, "high1", priority=9),
                     out(queue_name, "mid", priority=5), out(queue_name, "high2", priority=9),
                     out(queue_name, "low2", priority=0)])
@@ -82,7 +81,7 @@ def test_higher_priority_first_then_fifo(broker: Broker, queue_name: str) -> Non
     assert [d.body for d in got] == [b"body-high1", b"body-high2", b"body-mid", b"body-low1", b"body-low2"]
 
 
-def test_queues_are_separate_and_fetch_takes_several(broker: Broker, queue_name: str) -> None:
+def test_queues_are_separate_and_fetch_takes_several(broker: Queue, queue_name: str) -> None:
     other = queue_name + "x"
     broker.publish([out(queue_name, 1), out(other, 2)])
     assert [d.body for d in fetch_all(broker, other)] == [b"body-2"]
@@ -90,7 +89,7 @@ def test_queues_are_separate_and_fetch_takes_several(broker: Broker, queue_name:
     assert [d.body for d in both] == [b"body-1"]
 
 
-def test_eta_is_not_delivered_before_due(broker: Broker, queue_name: str) -> None:
+def test_eta_is_not_delivered_before_due(broker: Queue, queue_name: str) -> None:
     due = time.time() + 0.6
     broker.publish([out(queue_name, "later", eta=due), out(queue_name, "now")])
     got = fetch_all(broker, queue_name)
@@ -103,7 +102,7 @@ def test_eta_is_not_delivered_before_due(broker: Broker, queue_name: str) -> Non
     assert later[0].deliveries == 1
 
 
-def test_blocking_fetch_wakes_on_publish(broker: Broker, queue_name: str) -> None:
+def test_blocking_fetch_wakes_on_publish(broker: Queue, queue_name: str) -> None:
     timer = threading.Timer(0.2, lambda: broker.publish([out(queue_name, 1)]))
     timer.start()
     t0 = time.monotonic()
@@ -114,13 +113,13 @@ def test_blocking_fetch_wakes_on_publish(broker: Broker, queue_name: str) -> Non
     assert 0.15 <= elapsed < 1.5
 
 
-def test_blocking_fetch_returns_empty_after_timeout(broker: Broker, queue_name: str) -> None:
+def test_blocking_fetch_returns_empty_after_timeout(broker: Queue, queue_name: str) -> None:
     t0 = time.monotonic()
     assert broker.fetch([queue_name], 10, 30.0, 0.3) == []
     assert 0.25 <= time.monotonic() - t0 < 2.0
 
 
-def test_expired_lease_is_redelivered_and_old_claim_is_fenced(broker: Broker, queue_name: str) -> None:
+def test_expired_lease_is_redelivered_and_old_claim_is_fenced(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, 1)])
     (first,) = broker.fetch([queue_name], 10, 0.3, 0.0)
     again = wait_fetch(broker, queue_name, 3.0)
@@ -132,7 +131,7 @@ def test_expired_lease_is_redelivered_and_old_claim_is_fenced(broker: Broker, qu
     assert broker.ack(again) == 1
 
 
-def test_extend_keeps_the_lease(broker: Broker, queue_name: str) -> None:
+def test_extend_keeps_the_lease(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, 1)])
     (d,) = broker.fetch([queue_name], 10, 0.5, 0.0)
     for _ in range(4):
@@ -142,7 +141,7 @@ def test_extend_keeps_the_lease(broker: Broker, queue_name: str) -> None:
     assert broker.ack([d]) == 1
 
 
-def test_nack_requeues_with_new_body_after_delay(broker: Broker, queue_name: str) -> None:
+def test_nack_requeues_with_new_body_after_delay(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, 1)])
     (d,) = fetch_all(broker, queue_name)
     assert broker.nack(d, b"attempt-2", time.time() + 0.4)
@@ -155,7 +154,7 @@ def test_nack_requeues_with_new_body_after_delay(broker: Broker, queue_name: str
     assert not broker.nack(d, b"x", time.time())  # fenced
 
 
-def test_release_gives_back_at_once_without_counting(broker: Broker, queue_name: str) -> None:
+def test_release_gives_back_at_once_without_counting(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, 1), out(queue_name, 2)])
     got = fetch_all(broker, queue_name)
     assert broker.release(got) == 2
@@ -164,7 +163,7 @@ def test_release_gives_back_at_once_without_counting(broker: Broker, queue_name:
     assert [d.deliveries for d in again] == [1, 1]
 
 
-def test_dead_letter_list_replay_purge(broker: Broker, queue_name: str) -> None:
+def test_dead_letter_list_replay_purge(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, i) for i in range(3)])
     got = fetch_all(broker, queue_name)
     assert broker.dead_letter(got[0], "ValueError: bad")
@@ -185,7 +184,7 @@ def test_dead_letter_list_replay_purge(broker: Broker, queue_name: str) -> None:
     assert broker.replay(queue_name) == 0
 
 
-def test_dead_letters_paginate_and_filter_by_queue(broker: Broker, queue_name: str) -> None:
+def test_dead_letters_paginate_and_filter_by_queue(broker: Queue, queue_name: str) -> None:
     other = queue_name + "o"
     broker.publish([out(queue_name, i) for i in range(5)] + [out(other, 9)])
     for d in fetch_all(broker, queue_name) + fetch_all(broker, other):
@@ -197,7 +196,7 @@ def test_dead_letters_paginate_and_filter_by_queue(broker: Broker, queue_name: s
     assert len(fetch_all(broker, queue_name)) == 5
 
 
-def test_idempotency_key_dedups_within_window(broker: Broker, queue_name: str) -> None:
+def test_idempotency_key_dedups_within_window(broker: Queue, queue_name: str) -> None:
     a = Outgoing(queue_name, "first", b"1", idempotency_key="k1", idempotency_window=60)
     b = Outgoing(queue_name, "second", b"2", idempotency_key="k1", idempotency_window=60)
     c = Outgoing(queue_name, "third", b"3", idempotency_key="k2", idempotency_window=60)
@@ -206,7 +205,7 @@ def test_idempotency_key_dedups_within_window(broker: Broker, queue_name: str) -
     assert sorted(d.body for d in fetch_all(broker, queue_name)) == [b"1", b"3"]
 
 
-def test_idempotency_window_expires(broker: Broker, queue_name: str) -> None:
+def test_idempotency_window_expires(broker: Queue, queue_name: str) -> None:
     a = Outgoing(queue_name, "first", b"1", idempotency_key="kx", idempotency_window=0.3)
     b = Outgoing(queue_name, "second", b"2", idempotency_key="kx", idempotency_window=0.3)
     assert broker.publish([a]) == ["first"]
@@ -214,13 +213,13 @@ def test_idempotency_window_expires(broker: Broker, queue_name: str) -> None:
     assert broker.publish([b]) == ["second"]
 
 
-def test_any_bytes_are_carried_unchanged(broker: Broker, queue_name: str) -> None:
+def test_any_bytes_are_carried_unchanged(broker: Queue, queue_name: str) -> None:
     bodies = [b"", b"\x00\xff\xfe", "é✓".encode(), b"{" * 1000, bytes(range(256))]
     broker.publish([Outgoing(queue_name, f"b{i}", body) for i, body in enumerate(bodies)])
     assert [d.body for d in fetch_all(broker, queue_name)] == bodies
 
 
-def test_stats_lists_known_queues(broker: Broker, queue_name: str) -> None:
+def test_stats_lists_known_queues(broker: Queue, queue_name: str) -> None:
     broker.publish([out(queue_name, 1), out(queue_name + "2", 1, eta=time.time() + 60)])
     table = {s.queue: s for s in broker.stats()}
     assert table[queue_name].ready == 1
@@ -228,26 +227,21 @@ def test_stats_lists_known_queues(broker: Broker, queue_name: str) -> None:
     assert broker.stats(["never-used" + queue_name])[0].ready == 0
 
 
-def test_worker_registry(broker: Broker) -> None:
+def test_worker_registry(store: Store) -> None:
     info = WorkerInfo("w1", "host", 123, ["default"], 4, time.time(), time.time())
-    broker.heartbeat(info, ttl=0.5)
-    assert [w.id for w in broker.workers()] == ["w1"]
+    store.heartbeat(info, ttl=0.5)
+    assert [w.id for w in store.workers()] == ["w1"]
     time.sleep(0.7)
-    assert broker.workers() == []
-    broker.heartbeat(info, ttl=10)
-    broker.worker_gone("w1")
-    assert broker.workers() == []
+    assert store.workers() == []
+    store.heartbeat(info, ttl=10)
+    store.worker_gone("w1")
+    assert store.workers() == []
 
 
-# -- the ResultBackend side, for brokers that keep results ---------------------------------------
-def results_of(broker: Broker) -> ResultBackend:
-    if not isinstance(broker, ResultBackend):
-        pytest.skip(f"{type(broker).__name__} keeps no results")
-    return broker
+# -- the Store side: the broker itself, or the store its App pairs it with ----------------------
 
-
-def test_results_store_get_and_wait(broker: Broker) -> None:
-    results = results_of(broker)
+def test_results_store_get_and_wait(store: Store) -> None:
+    results = store
     now = time.time()
     assert results.get("nope") is None
     rec = ResultRecord("t1", State.SUCCEEDED, "mod.f", "default", b"42", "json", None, 0, now, now + 60)
@@ -264,10 +258,10 @@ def test_results_store_get_and_wait(broker: Broker) -> None:
     assert got2 is not None and got2.error == ErrorInfo("ValueError", "bad", "tb")
 
 
-def test_a_started_record_never_lands_over_a_cancellation_or_an_outcome(broker: Broker) -> None:
+def test_a_started_record_never_lands_over_a_cancellation_or_an_outcome(store: Store) -> None:
     """How a store that cannot see the messages (RabbitMQ's) is told of starts: the write itself keeps a
     cancellation or an outcome that came first, so a cancel between a fetch and its STARTED mark stands."""
-    results = results_of(broker)
+    results = store
     now = time.time()
 
     def record(task_id: str, state: State) -> ResultRecord:
@@ -285,9 +279,9 @@ def test_a_started_record_never_lands_over_a_cancellation_or_an_outcome(broker: 
     assert got is not None and got.state is State.SUCCEEDED
 
 
-def test_waiters_among_a_large_batch_of_stored_results_each_get_their_own(broker: Broker) -> None:
+def test_waiters_among_a_large_batch_of_stored_results_each_get_their_own(store: Store) -> None:
     """One store of 1,200 records, two of which are awaited: each waiter wakes with its own record."""
-    results = results_of(broker)
+    results = store
     now = time.time()
     records = [ResultRecord(f"b{i}", State.SUCCEEDED, "mod.f", "default", str(i).encode(), "json", None, 0, now,
                             now + 60) for i in range(1200)]
@@ -313,8 +307,8 @@ def test_waiters_among_a_large_batch_of_stored_results_each_get_their_own(broker
     assert last is not None and last.value == b"1199"
 
 
-def test_queued_marks_never_overwrite_a_record_and_can_be_forgotten(broker: Broker) -> None:
-    results = results_of(broker)
+def test_queued_marks_never_overwrite_a_record_and_can_be_forgotten(store: Store) -> None:
+    results = store
     now = time.time()
     done = ResultRecord("q-done", State.SUCCEEDED, "mod.f", "default", b"1", updated_at=now, expires_at=now + 60)
     results.store([done])
@@ -330,15 +324,15 @@ def test_queued_marks_never_overwrite_a_record_and_can_be_forgotten(broker: Brok
     assert results.get("q-other").state is State.STARTED  # type: ignore[union-attr]
 
 
-def test_results_wait_times_out(broker: Broker) -> None:
-    results = results_of(broker)
+def test_results_wait_times_out(store: Store) -> None:
+    results = store
     t0 = time.monotonic()
     assert results.wait("never", 0.3) is None
     assert 0.25 <= time.monotonic() - t0 < 2.0
 
 
-def test_results_expire(broker: Broker) -> None:
-    results = results_of(broker)
+def test_results_expire(store: Store) -> None:
+    results = store
     now = time.time()
     results.store([ResultRecord("old", State.SUCCEEDED, updated_at=now, expires_at=now + 0.2)])
     assert results.get("old") is not None

@@ -8,24 +8,19 @@ import time
 
 import pytest
 
-from chute.brokers.base import Broker, Outgoing
+from chute.brokers.base import Outgoing, Queue
+from chute.brokers.store import Store
 from chute.errors import QueueFull
-from chute.results import ResultBackend, ResultRecord
+from chute.results import ResultRecord
 from chute.states import State
 from chute.topics import group_queue
-
-
-def store(broker: Broker) -> ResultBackend:
-    if not isinstance(broker, ResultBackend):
-        pytest.skip(f"{type(broker).__name__} keeps no results; its App uses another store")
-    return broker
 
 
 def event(eid: str, topic: str) -> Outgoing:
     return Outgoing("", eid, f"body-{eid}".encode(), topic=topic)
 
 
-def test_events_fan_out_to_matching_groups_only(broker: Broker, queue_name: str) -> None:
+def test_events_fan_out_to_matching_groups_only(broker: Queue, queue_name: str) -> None:
     g1, g2, g3 = f"{queue_name}a", f"{queue_name}b", f"{queue_name}c"
     broker.declare_group(g1, ["order.*"])
     broker.declare_group(g2, ["order.created", "refund.#"])
@@ -36,11 +31,11 @@ def test_events_fan_out_to_matching_groups_only(broker: Broker, queue_name: str)
     assert got == {g1: [f"{queue_name}-1:{g1}"], g2: [f"{queue_name}-1:{g2}", f"{queue_name}-2:{g2}"], g3: []}
 
 
-def test_an_event_nobody_wants_is_not_an_error(broker: Broker, queue_name: str) -> None:
+def test_an_event_nobody_wants_is_not_an_error(broker: Queue, queue_name: str) -> None:
     assert broker.publish([event(f"{queue_name}-x", f"nobody.{queue_name}")]) == [f"{queue_name}-x"]
 
 
-def test_a_group_keeps_events_while_no_consumer_runs(broker: Broker, queue_name: str) -> None:
+def test_a_group_keeps_events_while_no_consumer_runs(broker: Queue, queue_name: str) -> None:
     g = f"{queue_name}late"
     broker.publish([event(f"{queue_name}-before", "audit.one")])  # before the group existed
     broker.declare_group(g, ["audit.#"])
@@ -48,7 +43,7 @@ def test_a_group_keeps_events_while_no_consumer_runs(broker: Broker, queue_name:
     assert [d.id for d in broker.fetch([group_queue(g)], 10, 30, 0)] == [f"{queue_name}-{i}:{g}" for i in range(5)]
 
 
-def test_max_length_reject_refuses_the_whole_batch(broker: Broker, queue_name: str) -> None:
+def test_max_length_reject_refuses_the_whole_batch(broker: Queue, queue_name: str) -> None:
     def limited(i: int) -> Outgoing:
         return Outgoing(queue_name, f"{queue_name}-{i}", b"x", max_length=3)
 
@@ -59,23 +54,23 @@ def test_max_length_reject_refuses_the_whole_batch(broker: Broker, queue_name: s
     assert broker.stats([queue_name])[0].ready == 3
 
 
-def test_max_length_drop_oldest_keeps_the_newest(broker: Broker, queue_name: str) -> None:
+def test_max_length_drop_oldest_keeps_the_newest(broker: Queue, queue_name: str) -> None:
     broker.publish([Outgoing(queue_name, f"{queue_name}-{i}", str(i).encode(), max_length=3, on_full="drop_oldest")
                     for i in range(5)])
     broker.publish([Outgoing(queue_name, f"{queue_name}-5", b"5", max_length=3, on_full="drop_oldest")])
     assert [d.body for d in broker.fetch([queue_name], 10, 30, 0)] == [b"3", b"4", b"5"]
 
 
-def test_cancel_unless_finished(broker: Broker, queue_name: str) -> None:
-    s = store(broker)
+def test_cancel_unless_finished(store: Store, queue_name: str) -> None:
+    s = store
     assert s.cancel(f"{queue_name}-queued", 60) is State.CANCELLED
     s.store([ResultRecord(f"{queue_name}-done", State.SUCCEEDED, updated_at=time.time())])
     assert s.cancel(f"{queue_name}-done", 60) is State.SUCCEEDED
     assert s.cancelled([f"{queue_name}-queued", f"{queue_name}-done", "other"]) == {f"{queue_name}-queued"}
 
 
-def test_join_counts_each_member_once_under_concurrency(broker: Broker, queue_name: str) -> None:
-    s = store(broker)
+def test_join_counts_each_member_once_under_concurrency(store: Store, queue_name: str) -> None:
+    s = store
     counts: list[int] = []
     threads = [threading.Thread(target=lambda m=m: counts.append(s.join(queue_name, f"m{m % 50}", 60)))
                for m in range(100)]
@@ -87,8 +82,8 @@ def test_join_counts_each_member_once_under_concurrency(broker: Broker, queue_na
     assert s.join(queue_name, "m0", 60) == 50
 
 
-def test_leases_have_one_holder_and_expire(broker: Broker, queue_name: str) -> None:
-    s = store(broker)
+def test_leases_have_one_holder_and_expire(store: Store, queue_name: str) -> None:
+    s = store
     assert s.acquire_lease(queue_name, "a", 0.5)
     assert not s.acquire_lease(queue_name, "b", 0.5)
     assert s.acquire_lease(queue_name, "a", 0.5)  # renewal
@@ -100,15 +95,15 @@ def test_leases_have_one_holder_and_expire(broker: Broker, queue_name: str) -> N
     assert s.acquire_lease(queue_name, "a", 0.5)
 
 
-def test_meta_values(broker: Broker, queue_name: str) -> None:
-    s = store(broker)
+def test_meta_values(store: Store, queue_name: str) -> None:
+    s = store
     assert s.get_meta(queue_name) is None
     s.set_meta(queue_name, "1795392000.5")
     assert s.get_meta(queue_name) == "1795392000.5"
 
 
-def test_token_bucket_limits_the_rate(broker: Broker, queue_name: str) -> None:
-    s = store(broker)
+def test_token_bucket_limits_the_rate(store: Store, queue_name: str) -> None:
+    s = store
     taken, t0 = 0, time.monotonic()
     while time.monotonic() - t0 < 1.0:
         wait = s.take_token(queue_name, 20.0, 1.0)
@@ -119,14 +114,14 @@ def test_token_bucket_limits_the_rate(broker: Broker, queue_name: str) -> None:
     assert 17 <= taken <= 23
 
 
-def test_count_start_counts_per_attempt(broker: Broker, queue_name: str) -> None:
-    s = store(broker)
+def test_count_start_counts_per_attempt(store: Store, queue_name: str) -> None:
+    s = store
     assert [s.count_start(queue_name, 0, 60) for _ in range(3)] == [1, 2, 3]
     assert s.count_start(queue_name, 1, 60) == 1
 
 
-def test_started_marks_a_batch_and_reports_the_cancelled(broker: Broker, queue_name: str) -> None:
-    s = store(broker)
+def test_started_marks_a_batch_and_reports_the_cancelled(store: Store, queue_name: str) -> None:
+    s = store
     ids = [f"{queue_name}-{i}" for i in range(4)]
     s.cancel(ids[1], 60)
     s.store([ResultRecord(ids[2], State.SUCCEEDED, updated_at=time.time())])

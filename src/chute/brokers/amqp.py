@@ -19,20 +19,18 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-import msgspec
 import pika
 import pika.exceptions
 
 from ..errors import BrokerError, BrokerUnavailable, ChuteError, InvalidURL, QueueFull
-from ..results import ResultBackend, ResultRecord
+from ..results import ResultRecord
 from ..states import State
 from ..topics import GROUP_PREFIX, group_queue
 from . import redact_url
 from .amqp_links import CONNECTION_ERRORS, REQUEST_TIMEOUT, Consumer, Held, Link, Message, Pool
-from .amqp_store import StartedRecorder, close_store
-from .base import Broker, DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
-
-QUEUED_TTL = 86_400.0  # seconds a QUEUED mark lasts if no worker writes the next state
+from .base import AsyncQueue, DeadLetter, Delivery, Features, Outgoing, QueueStats
+from .shared import QUEUED_TTL, idempotency_slot, queued_marks, unrouted_key
+from .store import Store
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,7 +46,6 @@ H_ETA, H_TOPIC, H_REASON, H_DEAD_AT, H_QUEUE = "x-chute-eta", "x-chute-topic", "
 H_DELIVERIES = "x-chute-deliveries"  # on a copy given back by a worker: the deliveries it had had that count
 QUEUES_KEY, DELAYED_KEY = "chute.amqp.queues", "chute.amqp.delayed"  # registries in the result store's meta
 PERSISTENT = 2
-STARTED_DELAY = 0.02  # seconds a STARTED record may wait to share a transaction with outcomes
 
 
 def dead_queue(queue: str) -> str:
@@ -136,6 +133,9 @@ class AMQPBroker:
     extend 0 (leases are local); nack and dead_letter 1 (a confirmed publish, then an ack frame).
     """
 
+    # QUEUED marks go to the bound store with each publish; async batches overlap (a confirm takes milliseconds)
+    features = Features(marks_queued=True, publish_overlap=4, socket_io=True)
+
     def __init__(self, url: str, params: pika.URLParameters, *, queue_type: str = "classic") -> None:
         self.url = redact_url(url)
         self.queue_type = queue_type
@@ -149,11 +149,9 @@ class AMQPBroker:
         self._exchange_level = -1
         self._registered: dict[tuple[str, str], int] = {}
         self._seen: dict[str, int] = {}  # message id -> deliveries handed out by this process
-        self._store: ResultBackend | None = None
+        self._store: Store | None = None
         self._owns_store = False
-        self._bookkeeping: Broker | None = None
         self._my_workers: set[str] = set()
-        self._recorder: StartedRecorder | None = None
         self._aio: Any = None  # amqp_async.AsyncAMQP, made on the first async publish
 
     @classmethod
@@ -180,50 +178,27 @@ class AMQPBroker:
     # -- the result store, where RabbitMQ's gaps are kept ---------------------------------------
     def default_results_url(self) -> str:
         """$CHUTE_RESULTS_URL, else a SQLite file per user, server and vhost (one machine)."""
-        env = os.environ.get("CHUTE_RESULTS_URL")
-        if env:
-            return env
-        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        folder = os.path.join(base, "chute")
-        os.makedirs(folder, exist_ok=True)
-        host = self._params.host.replace("/", "_")
-        name = f"rabbitmq-{host}-{self._params.port}-{quote(self._vhost, safe='')}.db"
-        return f"sqlite:///{os.path.join(folder, name)}"
+        from . import default_store_url
 
-    def adopt_results(self, store: ResultBackend | None) -> ResultBackend:
-        """Keep this broker's bookkeeping in `store` (None: the default store); return the store as the
-        App should use it: its `started` records STARTED, since RabbitMQ holds the messages."""
-        if store is not None:
-            self._set_store(store, owned=False)
-        self._recorder = StartedRecorder(self._results, lambda: self._store)  # opened on first use, not before
-        return self._recorder
+        return default_store_url(self.url)
 
-    def _set_store(self, store: ResultBackend, owned: bool) -> None:
+    def bind(self, store: Store) -> None:
+        """Keep this queue's bookkeeping in the App's store (idempotency claims, counters, the queue and
+        delay registries, the QUEUED marks); unbound, it opens `default_results_url()` when first needed."""
         if self._owns_store and self._store is not None and self._store is not store:
-            close_store(self._store)
-        self._store, self._owns_store = store, owned
-        self._bookkeeping = store if isinstance(store, Broker) else None
-        if self._bookkeeping is None:
-            from .memory import MemoryBroker
+            self._store.close()
+        self._store, self._owns_store = store, False
 
-            self._bookkeeping = MemoryBroker()  # a store of another kind: workers and events stay in-process
-
-    def _results(self) -> ResultBackend:
+    def _results(self) -> Store:
         if self._store is None:
             from . import open_broker
 
             url = self.default_results_url()
             store = open_broker(url)
-            if not isinstance(store, ResultBackend):
+            if not isinstance(store, Store):
                 raise InvalidURL(f"{redact_url(url)!r} (CHUTE_RESULTS_URL) cannot store results")
-            self._set_store(store, owned=True)
-        assert self._store is not None
+            self._store, self._owns_store = store, True
         return self._store
-
-    def _books(self) -> Broker:
-        self._results()
-        assert self._bookkeeping is not None
-        return self._bookkeeping
 
     # -- connections ---------------------------------------------------------------------------
     @contextmanager
@@ -393,7 +368,7 @@ class AMQPBroker:
         exist (so no worker's STARTED can come first): RabbitMQ cannot answer for a task it holds, as
         SQLite and Redis do. One batch write; a publish that then fails leaves marks for a day."""
         if messages:
-            self._results().queued(_queued_records(messages))
+            self._results().queued(queued_marks(messages))
 
     def _prepare(self, link: Link, messages: Sequence[Outgoing]) -> None:
         """Declare, once per process, every queue, delay level or exchange these messages need."""
@@ -450,7 +425,7 @@ class AMQPBroker:
         for headers, message_id in returned:  # unroutable: an event no group wants, or a queue deleted
             topic = (headers or {}).get(H_TOPIC)
             if topic is not None:
-                self._count(f"chute.unrouted:{_text(topic)}", 1)
+                self._results().add_meta(unrouted_key(_text(topic)), 1)
             else:
                 self._declared.clear()  # declare anew on the next publish
                 self._levels.clear()
@@ -463,7 +438,8 @@ class AMQPBroker:
     def _claim_key(self, m: Outgoing) -> str | None:
         """None if `m` claimed its idempotency key now; else the id of the message that holds it."""
         store = self._results()
-        name = f"chute.idempotency:{m.queue}:{m.idempotency_key}"
+        assert m.idempotency_key is not None
+        name = f"chute.idempotency:{idempotency_slot(m.queue, m.idempotency_key)}"
         if store.acquire_lease(name, m.id, max(m.idempotency_window, 0.001)):
             store.set_meta(name, f"{m.id} {time.time() + m.idempotency_window}")
             return None
@@ -494,15 +470,11 @@ class AMQPBroker:
                 gone.append(str(props.message_id))
         if dropped:
             self._results().forget_queued(gone)  # never to run: unknown, as on the other brokers
-            self._count(f"chute.dropped:{queue}", dropped)
+            self._results().add_meta(f"chute.dropped:{queue}", dropped)
 
     def _waiting(self, link: Link, queue: str) -> int:
         """Ready (on the server or prefetched by a consumer) plus delayed."""
         return self._ready(link, queue) + self._held_counts()[1].get(queue, 0) + self._delayed(link, queue)
-
-    def _count(self, key: str, n: int) -> None:
-        store = self._results()
-        store.set_meta(key, str(int(store.get_meta(key) or 0) + n))  # a counter to read, not to lock on
 
     @_guarded
     def declare_group(self, group: str, patterns: Sequence[str]) -> None:
@@ -518,8 +490,6 @@ class AMQPBroker:
     @_guarded
     def fetch(self, queues: Sequence[str], limit: int, lease: float, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
-        if self._recorder is not None:
-            self._recorder.flush(older_than=STARTED_DELAY)
         c = self._consuming()
         with c.io:
             if c.wants(queues, limit):
@@ -596,7 +566,9 @@ class AMQPBroker:
         c.settle_held([(True, m) for m in messages])
 
     @_guarded
-    def ack(self, deliveries: Sequence[Delivery]) -> int:
+    def ack(self, deliveries: Sequence[Delivery], results: Sequence[ResultRecord] = ()) -> int:
+        if results:
+            raise TypeError("RabbitMQ keeps no results: write them to the store, then ack")
         c = self._consumer
         if c is None or not deliveries:
             return 0
@@ -776,7 +748,7 @@ class AMQPBroker:
     def _held_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Ours, plus what other live workers reported holding with their last heartbeat."""
         held, prefetched = self.local_counts()
-        for w in self._books().workers():
+        for w in self._results().workers():
             if w.id in self._my_workers:
                 continue
             for mine, theirs in ((held, w.in_flight), (prefetched, w.prefetched)):
@@ -852,40 +824,25 @@ class AMQPBroker:
     def purge_dead(self, queue: str | None = None, ids: Sequence[str] | None = None) -> int:
         return self._move_dead(queue, ids, replay=False)
 
-    # -- workers and events: kept in the result store -------------------------------------------
-    def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+    # -- the worker's heartbeat ----------------------------------------------------------------
+    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
         if self._consumer is not None and self._pid == os.getpid():
             self._consumer.service()  # AMQP heartbeats and lease expiry, even while the consumer thread waits
-        if self._recorder is not None:
-            self._recorder.flush()
-        self._my_workers.add(worker.id)
-        held, prefetched = self.local_counts()
-        self._books().heartbeat(msgspec.structs.replace(worker, in_flight=held, prefetched=prefetched), ttl)
+        self._my_workers.add(worker_id)
+        return self.local_counts()
 
-    def worker_gone(self, worker_id: str) -> None:
+    def stopped(self, worker_id: str) -> None:
         if worker_id in self._my_workers and self._consumer is not None and self._pid == os.getpid():
             c = self._consumer  # our worker stopped: what we prefetched for it goes back at once
             self._give_back(c, [(m, _deliveries_before(m)) for m in c.stop()])
-        self._books().worker_gone(worker_id)
-
-    def workers(self) -> list[WorkerInfo]:
-        return self._books().workers()
-
-    def record_events(self, batch: bytes, retention: float) -> None:
-        self._books().record_events(batch, retention)
-
-    def read_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
-        return self._books().read_events(after, limit)
 
     # -- asyncio: the same frames on aio-pika (amqp_async.py) ----------------------------------
-    publish_async_overlap = 4  # grouped async batches in flight at once (aio.py): a confirm takes milliseconds
-
-    async def publish_async(self, messages: Sequence[Outgoing]) -> list[str]:
+    @property
+    def aio(self) -> AsyncQueue:
+        """The asyncio side, made on first use (importing aio-pika takes ~0.1 s)."""
         if self._aio is None:
-            made = await asyncio.to_thread(self._make_async)  # importing aio-pika takes ~0.1 s: not on the loop
-            if self._aio is None:  # a concurrent first call may have made one already
-                self._aio = made
-        return cast(list[str], await self._aio.publish(messages))
+            self._aio = _LazyAsync(self)
+        return cast(AsyncQueue, self._aio)
 
     def _make_async(self) -> Any:
         try:
@@ -895,11 +852,6 @@ class AMQPBroker:
                              "pip install 'chute[amqp]'") from None
         return AsyncAMQP(self)
 
-    async def aclose(self) -> None:
-        """Close the running event loop's connection (the sync ones stay open)."""
-        if self._aio is not None:
-            await self._aio.aclose()
-
     def close(self) -> None:
         if self._consumer is not None and self._pid == os.getpid():
             self._closer()
@@ -908,14 +860,7 @@ class AMQPBroker:
             self._aio.close()
         self._pool.close()
         if self._owns_store and self._store is not None:
-            close_store(self._store)
-
-
-def _queued_records(messages: Sequence[Outgoing]) -> list[ResultRecord]:
-    """The QUEUED marks for messages about to be published (kept a day if no worker moves them on)."""
-    now = time.time()
-    return [ResultRecord(m.id, State.QUEUED, queue=m.queue, updated_at=now, expires_at=now + QUEUED_TTL)
-            for m in messages]
+            self._store.close()
 
 
 def _deliveries_before(m: Message) -> int:
@@ -960,3 +905,27 @@ def _letter(queue: str, props: Any, body: bytes) -> DeadLetter:
                       float(at) if isinstance(at, (int, float)) else 0.0)
 
 
+
+
+class _LazyAsync:
+    """The asyncio side, its aio-pika half made off the loop on the first publish."""
+
+    def __init__(self, broker: AMQPBroker) -> None:
+        self._broker = broker
+        self._made: Any = None
+
+    async def publish(self, messages: Sequence[Outgoing]) -> list[str]:
+        if self._made is None:
+            made = await asyncio.to_thread(self._broker._make_async)  # not on the loop: the import is slow
+            if self._made is None:  # a concurrent first call may have made one already
+                self._made = made
+        return cast(list[str], await self._made.publish(messages))
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connection (the sync ones stay open)."""
+        if self._made is not None:
+            await self._made.aclose()
+
+    def close(self) -> None:
+        if self._made is not None:
+            self._made.close()

@@ -33,6 +33,7 @@ from pamqp.header import ContentHeader
 from ..errors import BrokerError, BrokerUnavailable
 from .amqp_links import REQUEST_TIMEOUT
 from .base import Outgoing
+from .shared import queued_marks
 
 if TYPE_CHECKING:
     from .amqp import AMQPBroker
@@ -143,13 +144,10 @@ class AsyncAMQP:
         """The sync side's `_mark_queued`, natively where the result store has an asyncio twin."""
         if not messages:
             return
-        from .amqp import _queued_records
-
         store = self._broker._results()
-        records = _queued_records(messages)
-        native = getattr(store, "queued_async", None)
-        if native is not None:
-            await native(records)
+        records = queued_marks(messages)
+        if store.aio is not None:
+            await store.aio.queued(records)
         else:
             await asyncio.to_thread(store.queued, records)
 

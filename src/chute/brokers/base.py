@@ -1,6 +1,8 @@
-"""The Broker protocol: the whole vocabulary chute needs from a message store.
+"""The Queue protocol: what chute needs from a message broker, and what a broker declares it does natively.
 
-Brokers move opaque bytes (encoded envelopes); they never decode them. What a broker cannot do
+Queues move opaque bytes (encoded envelopes); they never decode them. What a task's messages leave
+behind (results, cancellations, leases, the worker registry, events) is kept by a Store
+(`brokers/store.py`); any queue pairs with any store. What a broker cannot do
 natively (retry policy, idempotency checks on redelivery, poison detection, time limits) is done
 once above it, in the worker and the App.
 
@@ -16,9 +18,13 @@ Delivery semantics every broker must give (tests/conformance checks each one):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import msgspec
+
+if TYPE_CHECKING:
+    from ..results import ResultRecord
+    from .store import Store
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -45,7 +51,7 @@ class Delivery(msgspec.Struct):
     claim: str  # opaque fencing token for this delivery
     deliveries: int  # times the broker has handed out this message since it was last (re)queued
     tag: object = None  # broker-private handle (row id, stream entry id, delivery tag)
-    cancelled: bool = False  # its task was cancelled when it was fetched (`checks_cancellation_at_fetch`)
+    cancelled: bool = False  # its task was cancelled when it was fetched (`Features.cancellation_at_fetch`)
 
 
 class QueueStats(msgspec.Struct):
@@ -68,44 +74,66 @@ class DeadLetter(msgspec.Struct):
     dead_at: float
 
 
-class WorkerInfo(msgspec.Struct, omit_defaults=True):
-    """A worker process's self-description, refreshed with each heartbeat."""
+class Features(msgspec.Struct, frozen=True):
+    """What a broker does natively, declared by its class (never probed). The first three hold only when
+    the broker is also the App's store (`Pairing`): they fold a store's step into a queue's round trip."""
 
-    id: str  # unique per process start
-    hostname: str
-    pid: int
-    queues: list[str]
-    concurrency: int
-    started_at: float
-    heartbeat_at: float
-    processed: int = 0
-    failed: int = 0
-    running: list[str] = msgspec.field(default_factory=list)  # task ids
-    state: str = "online"  # online, stopping
-    # per queue, messages its broker connection holds that the server counts as delivered, for brokers
-    # that cannot count them server-side (RabbitMQ fills these in with each heartbeat): handed to the
-    # worker under a lease, and prefetched (still waiting for the worker to ask)
-    in_flight: dict[str, int] = msgspec.field(default_factory=dict)
-    prefetched: dict[str, int] = msgspec.field(default_factory=dict)
+    acks_with_results: bool = False  # `ack(deliveries, results)` writes both in one transaction
+    cancellation_at_fetch: bool = False  # `fetch` marks `Delivery.cancelled` in the same call
+    derives_states: bool = False  # as a store, answers QUEUED and STARTED from the messages it holds
+    marks_started: bool = False  # as a store, `started` writes the STARTED marks itself (in its one round trip)
+    marks_queued: bool = False  # `publish` records QUEUED in the store it is bound to (RabbitMQ)
+    publish_overlap: int = 1  # asyncio publish batches worth having in flight at once (RabbitMQ: confirms)
+    socket_io: bool = False  # all its I/O is Python sockets: cooperative once gevent patched them
 
 
 @runtime_checkable
-class Broker(Protocol):
+class AsyncQueue(Protocol):
+    """A queue's native asyncio side (redis.asyncio, RabbitMQ's own client); without one, asyncio code runs
+    the sync calls on a thread."""
+
+    async def publish(self, messages: Sequence[Outgoing]) -> list[str]:
+        """`Queue.publish`, awaiting."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close what the running event loop holds."""
+        ...
+
+
+@runtime_checkable
+class Queue(Protocol):
     """Durable queues with leases, delays, priorities and a dead-letter queue per queue."""
 
     url: str  # with any password masked
 
+    @property
+    def features(self) -> Features:
+        """What it does natively: declared by its class."""
+        ...
+
+    @property
+    def aio(self) -> AsyncQueue | None:
+        """Its native asyncio side, or None."""
+        ...
+
+    def bind(self, store: Store) -> None:
+        """The App's store, given once when the App opens: a queue that keeps no bookkeeping of its own
+        (RabbitMQ: idempotency claims, counters, the registry it reads its workers' holdings from)
+        keeps it there. A queue that needs nothing ignores it."""
+        ...
+
     def publish(self, messages: Sequence[Outgoing]) -> list[str]:
         """Store every message or none (one atomic batch); return the id each one is known by.
 
-        A message whose idempotency key is still claimed is not stored again: the id returned
-        is the one that claimed it first. A message with a `topic` is an event: it is copied, in
-        the same batch, to the queue of every subscriber group declared with a matching pattern
-        (`chute.topics`), with id `<id>:<group>`; an event no group matches is counted, not an
-        error. A message with `max_length` is refused with QueueFull (the whole batch, nothing
-        stored) when its queue already holds that many waiting messages, or, with
-        `on_full="drop_oldest"`, makes room by deleting the queue's oldest waiting messages (counted
-        as `chute.dropped:<queue>`). Raises BrokerUnavailable if nothing was stored.
+        A message whose idempotency key is still claimed in its queue (`shared.idempotency_slot`) is
+        not stored again: the id returned is the one that claimed it first. A message with a `topic`
+        is an event: it is copied, in the same batch, to the queue of every subscriber group declared
+        with a matching pattern (`shared.fan_out`), with id `<id>:<group>`; an event no group matches
+        is counted (`shared.unrouted_key`), not an error. A message with `max_length` is refused with
+        QueueFull (the whole batch, nothing stored) when its queue already holds that many waiting
+        messages, or, with `on_full="drop_oldest"`, makes room by deleting the queue's oldest waiting
+        messages (counted as `chute.dropped:<queue>`). Raises BrokerUnavailable if nothing was stored.
         """
         ...
 
@@ -117,18 +145,16 @@ class Broker(Protocol):
     def fetch(self, queues: Sequence[str], limit: int, lease: float, timeout: float) -> list[Delivery]:
         """Claim up to `limit` due messages, highest priority first, for `lease` seconds.
 
-        Waits up to `timeout` seconds for the first one; returns [] if none came. A broker that is
-        also the App's result store may set `checks_cancellation_at_fetch = True` and mark each
-        delivery whose task was cancelled (`Delivery.cancelled`) in the same call: the worker then
-        skips its own check (a round trip) before running a batch.
+        Waits up to `timeout` seconds for the first one; returns [] if none came. With
+        `Features.cancellation_at_fetch`, marks each delivery whose task was cancelled.
         """
         ...
 
-    def ack(self, deliveries: Sequence[Delivery]) -> int:
+    def ack(self, deliveries: Sequence[Delivery], results: Sequence[ResultRecord] = ()) -> int:
         """Remove delivered messages for good; return how many were still held by their claim.
 
-        A broker that is also the App's result store may set `acks_with_results = True` and accept
-        `ack(deliveries, results)`, writing both in one transaction: a batch settles in one round trip.
+        `results` are given only with `Features.acks_with_results` when this queue is also the store:
+        they are written in the same transaction.
         """
         ...
 
@@ -148,6 +174,16 @@ class Broker(Protocol):
         """Renew leases for another `lease` seconds; False where the claim was lost."""
         ...
 
+    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        """With each heartbeat of a worker of this process: keep its connection alive, and say, per
+        queue, what the connection holds that the server counts as delivered, for a queue that cannot
+        count it server-side (RabbitMQ): (handed out under a lease, prefetched). Empty for the others."""
+        ...
+
+    def stopped(self, worker_id: str) -> None:
+        """A worker of this process stopped: give back at once what was prefetched for it."""
+        ...
+
     def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts per queue (every known queue when `queues` is None)."""
         ...
@@ -164,26 +200,6 @@ class Broker(Protocol):
         """Delete dead-lettered messages for good; return how many."""
         ...
 
-    def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
-        """Record a worker as alive for `ttl` seconds."""
-        ...
-
-    def worker_gone(self, worker_id: str) -> None:
-        """Forget a worker that stopped cleanly."""
-        ...
-
-    def workers(self) -> list[WorkerInfo]:
-        """Workers whose last heartbeat has not expired."""
-        ...
-
-    def record_events(self, batch: bytes, retention: float) -> None:
-        """Append one encoded batch of lifecycle events (chute.events); keep `retention` seconds."""
-        ...
-
-    def read_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
-        """Event batches after sequence number `after`, oldest first, as (sequence, batch)."""
-        ...
-
     def close(self) -> None:
-        """Release connections; the broker may not be used afterwards."""
+        """Release connections; the queue may not be used afterwards."""
         ...

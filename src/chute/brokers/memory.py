@@ -14,13 +14,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-import msgspec
-
 from ..errors import QueueFull
 from ..results import ResultRecord, derive_record
 from ..states import State
-from ..topics import group_queue, matches
-from .base import DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
+from .base import DeadLetter, Delivery, Features, Outgoing, QueueStats
+from .shared import fan_out, idempotency_slot, unrouted_key
+from .store import Store, WorkerInfo
 
 READY, LEASED, DELAYED, DEAD = 0, 1, 2, 3
 _STARTABLE = (State.QUEUED, State.RETRYING, State.STARTED)  # what a STARTED record may be written over
@@ -45,9 +44,10 @@ class _Message:
 
 
 class MemoryBroker:
-    """Broker and ResultBackend in one process's memory."""
+    """Queue and Store in one process's memory."""
 
-    acks_with_results = True
+    features = Features(acks_with_results=True, derives_states=True)
+    aio = None  # asyncio code calls it on a thread
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -69,7 +69,6 @@ class MemoryBroker:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._events: list[tuple[int, float, bytes]] = []
         self._event_seq = 0
-        self.unrouted: dict[str, int] = {}  # events published to a topic no group subscribes to
 
     # -- producing -----------------------------------------------------------------------------
     def publish(self, messages: Sequence[Outgoing]) -> list[str]:
@@ -79,16 +78,21 @@ class MemoryBroker:
             self._enforce_limits(messages, before=True)
             for out in messages:
                 if out.topic is not None:
-                    for copy in self._fan_out(out):
+                    subs = [(g, p) for g, pats in self._groups.items() for p in pats]
+                    copies, _, unrouted = fan_out([out], subs)
+                    for copy in copies:
                         self._store_message(copy, now)
+                    for topic in unrouted:
+                        self.add_meta(unrouted_key(topic), 1)
                     ids.append(out.id)
                     continue
                 if out.idempotency_key is not None:
-                    held = self._keys.get(out.idempotency_key)
+                    slot = idempotency_slot(out.queue, out.idempotency_key)
+                    held = self._keys.get(slot)
                     if held is not None and held[1] > now:
                         ids.append(held[0])
                         continue
-                    self._keys[out.idempotency_key] = (out.id, now + out.idempotency_window)
+                    self._keys[slot] = (out.id, now + out.idempotency_window)
                 self._store_message(out, now)
                 ids.append(out.id)
             self._enforce_limits(messages, before=False)
@@ -130,13 +134,6 @@ class MemoryBroker:
     def declare_group(self, group: str, patterns: Sequence[str]) -> None:
         with self._cond:
             self._groups.setdefault(group, set()).update(patterns)
-
-    def _fan_out(self, m: Outgoing) -> list[Outgoing]:
-        assert m.topic is not None
-        groups = sorted(g for g, pats in self._groups.items() if any(matches(p, m.topic) for p in pats))
-        if not groups:
-            self.unrouted[m.topic] = self.unrouted.get(m.topic, 0) + 1
-        return [msgspec.structs.replace(m, queue=group_queue(g), id=f"{m.id}:{g}", topic=None) for g in groups]
 
     # -- consuming -----------------------------------------------------------------------------
     def _promote(self, now: float) -> float | None:
@@ -340,10 +337,19 @@ class MemoryBroker:
         with self._cond:
             return [(s, b) for s, _, b in self._events if s > after][:limit]
 
+    def bind(self, store: Store) -> None:
+        pass  # it keeps its own bookkeeping
+
+    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        return {}, {}  # counted in `stats`
+
+    def stopped(self, worker_id: str) -> None:
+        pass  # it prefetches nothing
+
     def close(self) -> None:
         pass
 
-    # -- ResultBackend -------------------------------------------------------------------------
+    # -- Store ---------------------------------------------------------------------------------
     def started(self, records: Sequence[ResultRecord]) -> set[str]:
         return self.cancelled([r.task_id for r in records])  # STARTED itself is derived from the lease
 
@@ -431,6 +437,12 @@ class MemoryBroker:
 
     def set_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
+
+    def add_meta(self, key: str, n: int) -> int:
+        with self._cond:
+            value = int(self._meta.get(key) or 0) + n
+            self._meta[key] = str(value)
+            return value
 
     def join(self, key: str, member: str, ttl: float) -> int:
         with self._cond:

@@ -40,10 +40,12 @@ from ..states import State
 from ..topics import group_queue
 from . import redact_url
 from . import redis_scripts as lua
-from .base import DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
+from .base import DeadLetter, Delivery, Features, Outgoing, QueueStats
 from .redis_fast import FastCalls, bulk
-from .redis_plan import band, due_ms, fan_out, is_lone_enqueue, ms, publish_call, publish_reply
+from .redis_plan import band, due_ms, is_lone_enqueue, ms, publish_call, publish_reply, subscriptions
 from .redis_scripts import BANDS
+from .shared import fan_out, unrouted_key
+from .store import AsyncBroker, Store, WorkerInfo
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -94,10 +96,11 @@ def _guarded(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 class RedisBroker:
-    """Broker and ResultBackend on one Redis server, shared by every machine that reaches it."""
+    """Queue and Store on one Redis server, shared by every machine that reaches it."""
 
-    acks_with_results = True  # ack(deliveries, results) writes both in one pipeline
-    checks_cancellation_at_fetch = True  # each Delivery says whether its task's record is cancelled
+    # ack(deliveries, results) writes both in one pipeline; each Delivery says whether its task was
+    # cancelled; `publish` marks QUEUED and `started` marks STARTED in their own scripts
+    features = Features(acks_with_results=True, cancellation_at_fetch=True, marks_started=True, socket_io=True)
 
     def __init__(self, client: redis.Redis, *, prefix: str = "chute", url: str = "redis://") -> None:
         self.url = redact_url(url)
@@ -217,9 +220,9 @@ class RedisBroker:
         plan: list[int | str] = list(range(len(messages)))
         if any(m.topic is not None for m in messages):
             subs = cast(list[bytes], self._r.hkeys(f"{self.prefix}:subs"))
-            messages, plan, unrouted = fan_out(messages, subs)
+            messages, plan, unrouted = fan_out(messages, subscriptions(subs))
             for topic in unrouted:  # counted, not an error
-                self._r.hincrby(f"{self.prefix}:meta", f"chute.unrouted:{topic}", 1)
+                self._r.hincrby(f"{self.prefix}:meta", unrouted_key(topic), 1)
             if not messages:
                 return [str(x) for x in plan]
         self._remember({m.queue for m in messages})
@@ -418,22 +421,19 @@ class RedisBroker:
             self._aio = AsyncRedis(self, self._dsn)
         return self._aio
 
-    async def publish_async(self, messages: Sequence[Outgoing]) -> list[str]:
-        return cast(list[str], await self._async().publish(messages))
+    @property
+    def aio(self) -> AsyncBroker:
+        """The same scripts on redis.asyncio: the queue's and the store's asyncio side."""
+        return cast(AsyncBroker, self._async())
 
-    async def queued_async(self, records: Sequence[ResultRecord]) -> None:
-        await self._async().queued(records)
+    def bind(self, store: Store) -> None:
+        pass  # it keeps its own bookkeeping
 
-    async def get_async(self, task_id: str) -> ResultRecord | None:
-        return cast(ResultRecord | None, await self._async().get(task_id))
+    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        return {}, {}  # counted in `stats` (the streams' pending entries)
 
-    async def wait_async(self, task_id: str, timeout: float | None) -> ResultRecord | None:
-        return cast(ResultRecord | None, await self._async().wait(task_id, timeout))
-
-    async def aclose(self) -> None:
-        """Close the running event loop's connections (the sync ones stay open)."""
-        if self._aio is not None:
-            await self._aio.aclose()
+    def stopped(self, worker_id: str) -> None:
+        pass  # it prefetches nothing
 
     # -- ResultBackend -------------------------------------------------------------------------
     @_guarded
@@ -528,6 +528,10 @@ class RedisBroker:
     @_guarded
     def set_meta(self, key: str, value: str) -> None:
         self._r.hset(f"{self.prefix}:meta", key, value)
+
+    @_guarded
+    def add_meta(self, key: str, n: int) -> int:
+        return int(self._r.hincrby(f"{self.prefix}:meta", key, n))
 
     @_guarded
     def join(self, key: str, member: str, ttl: float) -> int:

@@ -33,7 +33,8 @@ from ..results import ResultRecord
 from . import redis_scripts as lua
 from .base import Outgoing
 from .redis import driver_identity
-from .redis_plan import band, fan_out, is_lone_enqueue, publish_call, publish_reply
+from .redis_plan import band, is_lone_enqueue, publish_call, publish_reply, subscriptions
+from .shared import fan_out, unrouted_key
 
 if TYPE_CHECKING:
     from .redis import RedisBroker
@@ -148,9 +149,9 @@ class AsyncRedis:
         plan: list[int | str] = list(range(len(messages)))
         if any(m.topic is not None for m in messages):
             subs = cast(list[bytes], await c.redis.hkeys(f"{b.prefix}:subs"))
-            messages, plan, unrouted = fan_out(messages, subs)
+            messages, plan, unrouted = fan_out(messages, subscriptions(subs))
             for topic in unrouted:
-                await c.redis.hincrby(f"{b.prefix}:meta", f"chute.unrouted:{topic}", 1)
+                await c.redis.hincrby(f"{b.prefix}:meta", unrouted_key(topic), 1)
             if not messages:
                 return [str(x) for x in plan]
         new = {m.queue for m in messages} - b._known

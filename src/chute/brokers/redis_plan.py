@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
-
-import msgspec
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ..errors import QueueFull
-from ..topics import group_queue, matches
 from .base import Outgoing
 from .redis_scripts import BANDS, NKEYS
 
@@ -41,28 +38,9 @@ def is_lone_enqueue(broker: RedisBroker, messages: Sequence[Outgoing]) -> bool:
         and m.max_length is None
 
 
-def fan_out(messages: Sequence[Outgoing], subscriptions: list[bytes]
-            ) -> tuple[list[Outgoing], list[int | str], list[str]]:
-    """Expand events into one copy per subscribed group (`<id>:<group>`).
-
-    Returns the messages to store, the plan (per original message: the index of its reply, or an
-    event's own id) and the topics nobody subscribes to (counted, not an error).
-    """
-    subs = [f.decode().split("\n", 1) for f in subscriptions]
-    out: list[Outgoing] = []
-    plan: list[int | str] = []
-    unrouted: list[str] = []
-    for m in messages:
-        if m.topic is None:
-            plan.append(len(out))
-            out.append(m)
-            continue
-        plan.append(m.id)
-        targets = sorted({g for g, p in subs if matches(p, m.topic)})
-        if not targets:
-            unrouted.append(m.topic)
-        out += [msgspec.structs.replace(m, id=f"{m.id}:{g}", queue=group_queue(g), topic=None) for g in targets]
-    return out, plan, unrouted
+def subscriptions(fields: list[bytes]) -> list[tuple[str, str]]:
+    """The subscriptions hash's fields (`group\npattern`) as (group, pattern) pairs for `shared.fan_out`."""
+    return [cast(tuple[str, str], tuple(f.decode().split("\n", 1))) for f in fields]
 
 
 class PublishCall(NamedTuple):

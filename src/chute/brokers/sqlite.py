@@ -34,9 +34,10 @@ import msgspec
 from ..errors import BrokerError, NotAChuteDatabase, QueueFull, StorageFull
 from ..results import ErrorInfo, ResultRecord, derive_record
 from ..states import State
-from ..topics import group_queue, matches
-from .base import DeadLetter, Delivery, Outgoing, QueueStats, WorkerInfo
+from .base import DeadLetter, Delivery, Features, Outgoing, QueueStats
+from .shared import fan_out, idempotency_slot, ids_of, unrouted_key
 from .sqlite_watch import IdleLooks, WalWatch
+from .store import Store, WorkerInfo
 
 SCHEMA_VERSION = 1
 READY, LEASED, DELAYED, DEAD = 0, 1, 2, 3
@@ -181,9 +182,10 @@ _INHERITED: list[sqlite3.Connection] = []  # connections a forked child must kee
 
 
 class SQLiteBroker:
-    """Broker and ResultBackend in one SQLite file, shared by every process on the machine."""
+    """Queue and Store in one SQLite file, shared by every process on the machine."""
 
-    acks_with_results = True  # ack(deliveries, results) writes both in one transaction
+    features = Features(acks_with_results=True, derives_states=True)
+    aio = None  # asyncio code calls it on a thread (a C library: it would block the loop)
 
     def __init__(self, path: str, *, synchronous: str = "normal", busy_timeout: float = 60.0,
                  url: str | None = None) -> None:
@@ -320,25 +322,22 @@ class SQLiteBroker:
         ids: list[str] = []
         rows: list[tuple[Any, ...]] = []
         with self._write() as c:
-            groups = c.execute("SELECT group_name, pattern FROM chute_groups").fetchall() \
+            subs = c.execute("SELECT group_name, pattern FROM chute_groups").fetchall() \
                 if any(m.topic is not None for m in messages) else []
-            for m in messages:
-                if m.topic is not None:  # an event: one copy per matching group, in this transaction
-                    targets = sorted({g for g, p in groups if matches(p, m.topic)})
-                    if not targets:
-                        c.execute("INSERT INTO chute_meta VALUES (?, '1') ON CONFLICT (key) DO UPDATE "
-                                  "SET value = CAST(value AS INTEGER) + 1", (f"chute.unrouted:{m.topic}",))
-                    rows += [(f"{m.id}:{g}", group_queue(g), m.priority, READY, 0, m.body) for g in targets]
-                    ids.append(m.id)
-                    continue
+            stored, plan, unrouted = fan_out(messages, subs)  # events: a copy per group, in this transaction
+            for topic in unrouted:
+                c.execute("INSERT INTO chute_meta VALUES (?, '1') ON CONFLICT (key) DO UPDATE "
+                          "SET value = CAST(value AS INTEGER) + 1", (unrouted_key(topic),))
+            for m in stored:
                 if m.idempotency_key is not None:
+                    slot = idempotency_slot(m.queue, m.idempotency_key)
                     held = c.execute("SELECT id FROM chute_keys WHERE key = ? AND expires_at > ?",
-                                     (m.idempotency_key, now)).fetchone()
+                                     (slot, now)).fetchone()
                     if held is not None:
                         ids.append(held[0])
                         continue
                     c.execute("INSERT OR REPLACE INTO chute_keys VALUES (?, ?, ?)",
-                              (m.idempotency_key, m.id, now + m.idempotency_window))
+                              (slot, m.id, now + m.idempotency_window))
                 delayed = m.eta is not None and m.eta > now
                 rows.append((m.id, m.queue, m.priority, DELAYED if delayed else READY,
                              m.eta if delayed else 0, m.body))
@@ -347,7 +346,7 @@ class SQLiteBroker:
             c.executemany("INSERT OR IGNORE INTO chute_messages (id, queue, priority, state, due, body) "
                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._enforce_limits(c, messages, rows, before=False)
-        return ids
+        return ids_of(plan, ids)
 
     @staticmethod
     def _enforce_limits(c: sqlite3.Connection, messages: Sequence[Outgoing], rows: list[tuple[Any, ...]],
@@ -548,10 +547,19 @@ class SQLiteBroker:
                                               (after, limit)).fetchall())
         return [(int(r[0]), bytes(r[1])) for r in rows]
 
+    def bind(self, store: Store) -> None:
+        pass  # it keeps its own bookkeeping
+
+    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        return {}, {}  # counted in `stats`
+
+    def stopped(self, worker_id: str) -> None:
+        pass  # it prefetches nothing
+
     def close(self) -> None:
         self._finalizer()
 
-    # -- ResultBackend -------------------------------------------------------------------------
+    # -- Store ---------------------------------------------------------------------------------
     def started(self, records: Sequence[ResultRecord]) -> set[str]:
         return self.cancelled([r.task_id for r in records])  # STARTED itself is derived from the lease
 
@@ -667,6 +675,14 @@ class SQLiteBroker:
             raise ValueError("the schema version is not metadata to overwrite")
         with self._write() as c:
             c.execute("INSERT OR REPLACE INTO chute_meta VALUES (?, ?)", (key, value))
+
+    def add_meta(self, key: str, n: int) -> int:
+        if key == "schema":
+            raise ValueError("the schema version is not metadata to overwrite")
+        with self._write() as c:
+            return int(c.execute("INSERT INTO chute_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                                 "SET value = CAST(value AS INTEGER) + excluded.value RETURNING value",
+                                 (key, str(n))).fetchone()[0])
 
     def join(self, key: str, member: str, ttl: float) -> int:
         with self._write() as c:

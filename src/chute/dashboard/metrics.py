@@ -40,7 +40,7 @@ class ChuteCollector:
         up = GaugeMetricFamily("chute_broker_up", "1 if the broker answered this scrape, else 0.")
         try:
             queues = self.ops.queues()
-            workers = self.ops.app.broker.workers()
+            workers = self.ops.app.results.workers()
             self.ops.history.refresh(force=True)
         except ChuteError:
             up.add_metric([], 0)

@@ -41,7 +41,7 @@ def create_app(app: App, *, credentials: Credentials | None = None, secret: byte
     loopback clients; `secret` signs sessions and CSRF tokens (default: derived from the credentials)."""
     creds = credentials if credentials is not None else Credentials.from_env()
     # many requests and the live feed share one history: read new events at most twice a second
-    ops = Ops(app, redactor=Redactor.from_env(redact), history=History(app.broker, min_interval=0.5))
+    ops = Ops(app, redactor=Redactor.from_env(redact), history=History(app.results, min_interval=0.5))
     d = Dashboard(ops, Guard(creds, secret=secret, allowed_origins=tuple(allowed_origins)),
                   health_max_age=health_max_age, refresh=refresh)
     web = Starlette(routes=routes(), middleware=[Middleware(SecurityMiddleware, guard=d.guard)])

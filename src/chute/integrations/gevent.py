@@ -26,7 +26,7 @@ def patched() -> bool:
 def offload(app: Any) -> None:
     """Route `app`'s SQLite/memory broker and result-store calls through gevent's threadpool (idempotent)."""
     broker = app.broker
-    if isinstance(broker, Offloaded) or type(broker).__name__ == "RedisBroker":
+    if isinstance(broker, Offloaded) or broker.features.socket_io:
         return  # already done; or sockets, cooperative once patched
     offloaded = Offloaded(broker)
     results = app.results

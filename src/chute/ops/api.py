@@ -58,7 +58,7 @@ class Ops:
     def __init__(self, app: App, *, redactor: Redactor | None = None, history: History | None = None) -> None:
         self.app = app
         self.redactor = redactor or Redactor.from_env()
-        self.history = history or History(app.broker)
+        self.history = history or History(app.results)
 
     # -- overview and workers ------------------------------------------------------------------
     def queues(self) -> list[QueueView]:
@@ -71,7 +71,7 @@ class Ops:
     def overview(self) -> Overview:
         now = time.time()
         queues = self.queues()
-        alive = self.app.broker.workers()
+        alive = self.app.results.workers()
         self.history.refresh()
         rates = [RatePoint(minute, *counts) for minute, counts in self.history.rates(now)]
         ok = sum(r.succeeded for r in rates)
@@ -84,7 +84,7 @@ class Ops:
         now = time.time()
         views = [WorkerView(w.id, w.state, w.hostname, w.pid, list(w.queues), w.concurrency, w.started_at,
                             w.heartbeat_at, round(max(0.0, now - w.heartbeat_at), 1), w.processed, w.failed,
-                            list(w.running)) for w in self.app.broker.workers()]
+                            list(w.running)) for w in self.app.results.workers()]
         if include_offline:
             self.history.refresh()
             alive = {v.id for v in views}
@@ -102,7 +102,7 @@ class Ops:
         """Healthy when the broker answers and some worker sent a heartbeat within the limit."""
         reasons: list[str] = []
         try:
-            alive = self.app.broker.workers()
+            alive = self.app.results.workers()
             self.app.broker.stats()
         except Exception as exc:  # whatever the broker raised, it did not answer: unhealthy, never a crash
             log.warning("health check: the broker did not answer: %s", self.redactor.text(str(exc)))
@@ -168,7 +168,7 @@ class Ops:
         out = [self._summary(e) for e in self.history.recent(state, name, limit)]
         if state == State.STARTED.value:
             seen = {t.id for t in out}
-            for w in self.app.broker.workers():
+            for w in self.app.results.workers():
                 for task_id in w.running:
                     if task_id not in seen and len(out) < limit:
                         seen.add(task_id)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ..brokers.base import Broker
+from ..brokers.store import EventLog
 from ..events import OUTCOMES, Event, decode_batch
 
 WINDOW = 3600.0  # seconds of per-minute rates kept
@@ -43,12 +43,13 @@ class Durations:
 
 
 class History:
-    """Folds events read from `broker`; safe to share between threads. Each refresh reads what was written
-    since the last, unless `min_interval` seconds have not passed (a dashboard serving many requests)."""
+    """Folds events read from `log` (the App's store); safe to share between threads. Each refresh reads
+    what was written since the last, unless `min_interval` seconds have not passed (a dashboard serving
+    many requests)."""
 
-    def __init__(self, broker: Broker, *, max_tasks: int = 20_000, page: int = 200, max_pages: int = 50,
+    def __init__(self, log: EventLog, *, max_tasks: int = 20_000, page: int = 200, max_pages: int = 50,
                  min_interval: float = 0.0) -> None:
-        self.broker = broker
+        self.log = log
         self.max_tasks = max_tasks
         self.page, self.max_pages, self.min_interval = page, max_pages, min_interval
         self.cursor = 0
@@ -70,7 +71,7 @@ class History:
                 return
             self._last_refresh = now
             for _ in range(self.max_pages):
-                batches = self.broker.read_events(self.cursor, self.page)
+                batches = self.log.read_events(self.cursor, self.page)
                 for seq, data in batches:
                     self.cursor = seq
                     try:

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..brokers.base import Delivery, WorkerInfo
+from ..brokers.base import Delivery
+from ..brokers.store import WorkerInfo
 from ..envelope import Envelope, new_id
 from ..errors import ChuteError, SerializationError, TaskCancelled, TimeLimitExceeded, WorkerLost
 from ..events import EventBuffer
+from ..marks import FLUSH_AFTER
 from ..results import ResultRecord
 from ..states import State
 from .executor import AsyncRunner
@@ -99,12 +101,9 @@ class Worker:
         self._retry_in = 0.1  # seconds before the next fetch after a failed one
         self._inline_room = 0  # after a batch that ran entirely inline: how many to claim next time
         self.events = EventBuffer(self.id) if events else None
-        same_store: object = app.results
         self._ack_with_results: Callable[[Sequence[Delivery], Sequence[ResultRecord]], int] | None = (
-            self.broker.ack if same_store is self.broker and getattr(self.broker, "acks_with_results", False)
-            else None)  # type: ignore[assignment]
-        self._fetch_tells_cancelled = same_store is self.broker and getattr(self.broker,
-                                                                            "checks_cancellation_at_fetch", False)
+            self.broker.ack if app.pairing.acks_with_results else None)
+        self._fetch_tells_cancelled = app.pairing.cancellation_at_fetch
         self._low_water = max(1, self.prefetch // 4)
         self._settle_batch = max(1, self.prefetch // 2)
         supervisor = os.environ.get("CHUTE_SUPERVISOR_PID")
@@ -202,6 +201,8 @@ class Worker:
 
     def _fetch(self, room: int, timeout: float) -> int:
         try:
+            if self.app.marks is not None:  # STARTED marks that waited long enough for outcomes to share
+                self.app.marks.flush(older_than=FLUSH_AFTER)
             deliveries = self.broker.fetch(self.queues, room, self.lease, timeout)
         except ChuteError as exc:
             self._outage.error("fetch failed: %s; retrying in %.2g s", exc, self._retry_in)
@@ -451,12 +452,22 @@ class Worker:
         if ack:  # the record first: a message acknowledged without its outcome would be gone without a trace
             self.results.store([record])
             self.broker.ack([job.delivery])
-        else:  # the move first: whoever reads DEAD finds the message in the dead-letter queue, ready to replay
-            self.broker.dead_letter(job.delivery, reason or f"{info.type}: {info.message}")
-            self.results.store([record])
+        else:
+            self._dead_letter(job.delivery, reason or f"{info.type}: {info.message}", [record])
         outcomes.error("task %s %s %s after %d attempt(s): %s: %s", env.name, env.id,
                        "dead-lettered" if state is State.DEAD else str(state), env.attempt + 1, info.type, info.message,
                        extra=_fields(env, duration, str(state), f"{info.type}: {info.message}"))
+
+    def _dead_letter(self, delivery: Delivery, reason: str, records: list[ResultRecord]) -> None:
+        """Whoever reads DEAD finds the message in the dead-letter queue, ready to replay: a store that
+        derives the state from the message gets the record (with its error) first, and shows DEAD only
+        once the message moved; any other store gets the record once the message moved."""
+        if self.app.pairing.store_sees_messages:
+            self.results.store(records)
+            self.broker.dead_letter(delivery, reason)
+        else:
+            self.broker.dead_letter(delivery, reason)
+            self.results.store(records)
 
     def _reject(self, r: Reject) -> None:
         env = r.envelope
@@ -466,9 +477,8 @@ class Worker:
             if self.events is not None:
                 self.events.emit("dead" if r.state is State.DEAD else "failed", r.delivery.id,
                                  env.name if env else "", r.delivery.queue, error=r.reason)
-            if r.state is State.DEAD:  # the same order as _fail_final: DEAD is announced once it is true
-                self.broker.dead_letter(r.delivery, r.reason)
-                self.results.store(records)
+            if r.state is State.DEAD:
+                self._dead_letter(r.delivery, r.reason, records)
             else:
                 self.results.store(records)
                 self.broker.ack([r.delivery])
@@ -532,7 +542,7 @@ class Worker:
         batch = self.events.drain()
         if batch is not None:
             try:
-                self.broker.record_events(batch, EVENT_RETENTION)
+                self.results.record_events(batch, EVENT_RETENTION)
             except ChuteError as exc:  # events are droppable; tasks are not
                 self._outage.error("dropped a batch of events: %s", exc)
 
@@ -558,7 +568,11 @@ class Worker:
         if self.events is not None:
             self.events.emit("worker-heartbeat")
         try:
-            self.broker.heartbeat(self.info(), ttl=3 * max(self.heartbeat_every, INFO_EVERY) + 1)
+            if self.app.marks is not None:
+                self.app.marks.flush()
+            held, prefetched = self.broker.beat(self.id)
+            self.results.heartbeat(msgspec.structs.replace(self.info(), in_flight=held, prefetched=prefetched),
+                                   ttl=3 * max(self.heartbeat_every, INFO_EVERY) + 1)
         except ChuteError as exc:
             self._outage.error("heartbeat failed: %s", exc)
 
@@ -681,7 +695,8 @@ class Worker:
             self.events.emit("worker-offline")
             self._flush_events()
         try:
-            self.broker.worker_gone(self.id)
+            self.broker.stopped(self.id)
+            self.results.worker_gone(self.id)
         except ChuteError:
             pass
         log.info("worker %s stopped: %d processed, %d failed", self.id, self.processed, self.failed)

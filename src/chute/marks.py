@@ -1,49 +1,47 @@
-"""The App's result store as the RabbitMQ broker hands it back: it also records STARTED.
+"""STARTED marks for a store that cannot see the queue's messages, written without a transaction of their own.
 
-RabbitMQ holds the messages, so a SQLite or memory store (which derives STARTED from messages it
-holds itself) must be told; the recorder does it without a transaction of its own.
+A SQLite or memory store derives STARTED from the messages it holds itself; paired with another queue
+(RabbitMQ's is the usual case: `Pairing.recorder_marks_started`), the marks must be written. The App
+wraps its store in `StartedMarks`, which every caller then uses as the store itself.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from collections.abc import Sequence
 
-from ..results import ResultBackend, ResultRecord
-from ..states import State
+from .brokers.base import Features
+from .brokers.store import AsyncStore, Store, WorkerInfo
+from .results import ResultRecord
+from .states import State
+
+FLUSH_AFTER = 0.02  # seconds a STARTED mark may wait to share a transaction with outcomes
 
 
-class StartedRecorder:
-    """Delegates every call to the App's result store; `started` also records STARTED.
+class StartedMarks:
+    """The App's store, whose `started` also records STARTED; every other call is the store's own.
 
-    A SQLite or memory store derives STARTED from the messages it holds itself; these are held by
-    RabbitMQ, so the record must be written (Redis's `started` writes it already, never over an
-    outcome). To cost no transaction of its own, a STARTED record waits to be written with the next
-    batch of outcomes (one transaction), or by the next fetch once it is 20 ms old, or at the next
+    To cost no transaction of its own, a STARTED record waits to be written with the next batch of
+    outcomes (one transaction), or by the next fetch once it is 20 ms old (`flush`), or at the next
     worker heartbeat; a task that finishes within that time is never marked STARTED on disk. Writes
     go through one lock, so a STARTED record can never land after its task's outcome.
     """
 
-    def __init__(self, store: Callable[[], ResultBackend], opened: Callable[[], ResultBackend | None]) -> None:
-        self._store, self._opened = store, opened
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.features: Features = inner.features
+        self.aio: AsyncStore | None = inner.aio
         self._pending: dict[str, ResultRecord] = {}
         self._since = 0.0  # monotonic time the oldest waiting mark was made
         self._lock = threading.Lock()
 
-    @property
-    def inner(self) -> ResultBackend:
-        return self._store()
-
     def started(self, records: Sequence[ResultRecord]) -> set[str]:
-        store = self.inner
-        cancelled = store.started(records)
-        if type(store).__name__ != "RedisBroker":
-            with self._lock:
-                if not self._pending:
-                    self._since = time.monotonic()
-                self._pending.update((r.task_id, r) for r in records if r.task_id not in cancelled)
+        cancelled = self.inner.started(records)
+        with self._lock:
+            if not self._pending:
+                self._since = time.monotonic()
+            self._pending.update((r.task_id, r) for r in records if r.task_id not in cancelled)
         return cancelled
 
     def store(self, records: Sequence[ResultRecord]) -> None:
@@ -59,8 +57,8 @@ class StartedRecorder:
                 raise
 
     def flush(self, older_than: float = 0.0) -> None:
-        """Write waiting STARTED records, if the oldest waited `older_than` seconds (the broker calls it
-        as each fetch begins, and with each worker heartbeat)."""
+        """Write waiting STARTED records, if the oldest waited `older_than` seconds (the worker calls it
+        as each fetch begins, with FLUSH_AFTER, and with each heartbeat)."""
         if not self._pending or time.monotonic() - self._since < older_than:
             return
         with self._lock:
@@ -92,27 +90,6 @@ class StartedRecorder:
     def wait(self, task_id: str, timeout: float | None) -> ResultRecord | None:
         return self.inner.wait(task_id, timeout)
 
-    # the store's asyncio twins where it has them (Redis); absent otherwise, so callers use a thread
-    @property
-    def get_async(self) -> Callable[[str], Awaitable[ResultRecord | None]]:
-        native = getattr(self.inner, "get_async", None)
-        if native is None:
-            raise AttributeError("get_async")
-
-        async def get(task_id: str) -> ResultRecord | None:
-            rec: ResultRecord | None = await native(task_id)
-            mark = self._pending.get(task_id)
-            return mark if mark is not None and (rec is None or not rec.state.finished) else rec
-
-        return get
-
-    @property
-    def wait_async(self) -> Callable[[str, float | None], Awaitable[ResultRecord | None]]:
-        native = getattr(self.inner, "wait_async", None)
-        if native is None:
-            raise AttributeError("wait_async")
-        return cast(Callable[[str, float | None], Awaitable[ResultRecord | None]], native)
-
     def purge_expired(self) -> int:
         return self.inner.purge_expired()
 
@@ -143,13 +120,24 @@ class StartedRecorder:
     def count_start(self, task_id: str, attempt: int, ttl: float) -> int:
         return self.inner.count_start(task_id, attempt, ttl)
 
+    def add_meta(self, key: str, n: int) -> int:
+        return self.inner.add_meta(key, n)
+
+    def heartbeat(self, worker: WorkerInfo, ttl: float) -> None:
+        self.inner.heartbeat(worker, ttl)
+
+    def worker_gone(self, worker_id: str) -> None:
+        self.inner.worker_gone(worker_id)
+
+    def workers(self) -> list[WorkerInfo]:
+        return self.inner.workers()
+
+    def record_events(self, batch: bytes, retention: float) -> None:
+        self.inner.record_events(batch, retention)
+
+    def read_events(self, after: int = 0, limit: int = 100) -> list[tuple[int, bytes]]:
+        return self.inner.read_events(after, limit)
+
     def close(self) -> None:
-        store = self._opened()
-        if store is not None:
-            close_store(store)
-
-
-def close_store(store: object) -> None:
-    close = getattr(store, "close", None)
-    if close is not None:
-        close()
+        self.flush()
+        self.inner.close()
