@@ -24,7 +24,7 @@ def run_demo(tasks: int, processes: int, workdir: str) -> int:
     os.environ["CHUTE_URL"] = url
     os.environ["CHUTE_DEMO_DIR"] = str(folder)
     from . import demo_app
-    from .cli import print_status
+    from .ops.terminal import print_status
     from .states import State
 
     app = demo_app.app

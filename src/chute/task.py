@@ -1,68 +1,39 @@
-"""Task (a registered function you can send) and TaskResult (a handle on one sent call)."""
+"""Task: a registered function you can call here or send to a worker (`delay`, `send`), and Signature, a
+call not sent yet. TaskResult, the handle a send returns, is in handle.py."""
 
 from __future__ import annotations
 
-import builtins
-import sys
-import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
+import inspect
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
-from .errors import TaskCancelled, TaskFailed, TaskTimeout
-from .results import ResultRecord
-from .states import State
+from .handle import TaskResult, rebuild_exception
+from .options import Seconds, TaskOptions, When, seconds, timestamp
 
-if TYPE_CHECKING:
-    from .app import App
+__all__ = ["Signature", "Task", "TaskResult", "TaskOptions", "Seconds", "When", "seconds", "timestamp",
+           "rebuild_exception"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-Seconds = float | int | timedelta
-When = float | int | datetime
+
+class Sender(Protocol):
+    """The send path a task uses (chute.producer.Producer)."""
+
+    def send(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any],
+             options: dict[str, Any]) -> TaskResult[R]: ...
+
+    async def send_async(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any],
+                         options: dict[str, Any]) -> TaskResult[R]: ...
 
 
-def seconds(value: Seconds | None, what: str) -> float | None:
-    """Normalise a duration given as seconds or a timedelta."""
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be seconds (int or float) or a timedelta, not {type(value).__name__}")
-    return float(value)
+class Host(Protocol):
+    """What a task needs from its App."""
 
-
-def timestamp(value: When | None, what: str) -> float | None:
-    """Normalise a point in time given as unix seconds or a timezone-aware datetime."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"{what}={value!r} is a naive datetime; give it a timezone "
-                             "(datetime.now(timezone.utc) + ...), so it means one instant everywhere")
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a datetime or unix seconds, not {type(value).__name__}")
-    return float(value)
-
-
-class TaskOptions(msgspec.Struct, frozen=True):
-    """A task's declared behaviour; every field has the safe default."""
-
-    queue: str = "default"
-    retries: int = 3
-    retry_backoff: float = 1.0  # seconds before the first retry; doubles each attempt
-    retry_jitter: float = 0.2  # each delay varies by up to ±this fraction
-    max_backoff: float = 3600.0
-    time_limit: float | None = None
-    priority: int = 0
-    store_result: bool = True
-    dead_letter: bool = True  # after the last retry: dead-letter (DEAD) or just record FAILED
-    rate_limit: float | None = None  # starts per second, across every worker
+    @property
+    def producer(self) -> Sender: ...
 
 
 class Signature(msgspec.Struct, frozen=True):
@@ -87,7 +58,7 @@ class Signature(msgspec.Struct, frozen=True):
 class Task(Generic[P, R]):
     """A function registered with an App. Call it to run it here; `delay` or `send` to queue it."""
 
-    def __init__(self, app: App, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
+    def __init__(self, app: Host, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
         self.app = app
         self.fn = fn
         self.name = name
@@ -104,7 +75,7 @@ class Task(Generic[P, R]):
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskResult[R]:
         """Queue a call with these arguments; return its handle at once."""
-        return self.app._send(self, args, kwargs, {})
+        return self.app.producer.send(self, args, kwargs, {})
 
     def send(self, args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any] | None = None, *,
              countdown: Seconds | None = None, eta: When | None = None, priority: int | None = None,
@@ -115,11 +86,11 @@ class Task(Generic[P, R]):
         options = {k: v for k, v in (("countdown", countdown), ("eta", eta), ("priority", priority),
                                      ("queue", queue), ("idempotency_key", idempotency_key),
                                      ("expires", expires), ("headers", headers)) if v is not None}
-        return self.app._send(self, tuple(args), kwargs or {}, options)
+        return self.app.producer.send(self, tuple(args), kwargs or {}, options)
 
     async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> TaskResult[R]:
         """`delay` for asyncio code: never blocks the event loop."""
-        return await self.app._send_async(self, args, kwargs, {})
+        return await self.app.producer.send_async(self, args, kwargs, {})
 
     async def send_async(self, args: tuple[Any, ...] | list[Any] = (), kwargs: dict[str, Any] | None = None, *,
                          countdown: Seconds | None = None, eta: When | None = None, priority: int | None = None,
@@ -130,7 +101,7 @@ class Task(Generic[P, R]):
         options = {k: v for k, v in (("countdown", countdown), ("eta", eta), ("priority", priority),
                                      ("queue", queue), ("idempotency_key", idempotency_key),
                                      ("expires", expires), ("headers", headers)) if v is not None}
-        return await self.app._send_async(self, tuple(args), kwargs or {}, options)
+        return await self.app.producer.send_async(self, tuple(args), kwargs or {}, options)
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
         """This call as a Signature, to send later or in a batch."""
@@ -138,139 +109,4 @@ class Task(Generic[P, R]):
 
 
 def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
-    import inspect
-
     return inspect.iscoroutinefunction(fn)
-
-
-class TaskResult(Generic[R]):
-    """A handle on one sent task: its id, state, and (once finished) its result or error."""
-
-    __slots__ = ("app", "id")
-
-    def __init__(self, app: App, id: str) -> None:
-        self.app = app
-        self.id = id
-
-    def __repr__(self) -> str:
-        return f"<TaskResult {self.id}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TaskResult) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def info(self) -> ResultRecord | None:
-        """The full latest record (state, attempt, error, timestamps), or None if unknown."""
-        return self.app.results.get(self.id)
-
-    @property
-    def status(self) -> State:
-        rec = self.info()
-        return State.UNKNOWN if rec is None else rec.state
-
-    def ready(self) -> bool:
-        """True once the task succeeded, failed or went to the dead-letter queue."""
-        return self.status.finished
-
-    def cancel(self) -> bool:
-        """Cancel the task: a queued or delayed one never starts on any worker, even one started
-        later; a running one is told (`current_job().cancelled`) and interrupted after the worker's
-        cancel grace; it ends CANCELLED. Returns False, changing nothing, if it had already finished.
-        """
-        return self.app.cancel(self.id)
-
-    def get(self, timeout: float | None = None) -> R:
-        """Wait for the task to finish and return its result, or raise its error.
-
-        A failure is raised as the original exception type when it is a built-in or already
-        imported exception class (with the remote traceback attached as a note), else as TaskFailed.
-        Raises TaskTimeout if it has not finished within `timeout` seconds.
-        """
-        rec = self.app.results.wait(self.id, timeout)
-        if rec is None or not rec.state.finished:
-            state = State.UNKNOWN if rec is None else rec.state
-            raise TaskTimeout(f"task {self.id} not finished after {timeout} s (state: {state})")
-        return cast(R, _outcome(self.app, rec))
-
-    async def wait(self, timeout: float | None = None) -> R:
-        """`get` for asyncio code: the same result or error, without blocking the event loop.
-
-        A store with an asyncio client (Redis) sleeps in the server until the result is written;
-        others (SQLite, memory) are read on a thread, at a backoff from 2 ms to 50 ms.
-        """
-        import asyncio
-
-        results = self.app.results
-        native = results.aio
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            if native is not None:
-                rec: ResultRecord | None = await native.wait(self.id, timeout)
-            else:
-                rec = await asyncio.to_thread(results.get, self.id)
-            if rec is not None and rec.state.finished:
-                return cast(R, _outcome(self.app, rec))
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if native is not None or (remaining is not None and remaining <= 0):
-                state = State.UNKNOWN if rec is None else rec.state
-                raise TaskTimeout(f"task {self.id} not finished after {timeout} s (state: {state})")
-            await asyncio.sleep(pause if remaining is None else min(pause, remaining))
-            pause = min(pause * 2, 0.05)
-
-    async def info_async(self) -> ResultRecord | None:
-        """`info()` for asyncio code."""
-        import asyncio
-
-        native = self.app.results.aio
-        if native is not None:
-            return await native.get(self.id)
-        return await asyncio.to_thread(self.app.results.get, self.id)
-
-    async def status_async(self) -> State:
-        """`status` for asyncio code."""
-        rec = await self.info_async()
-        return State.UNKNOWN if rec is None else rec.state
-
-    async def cancel_async(self) -> bool:
-        """`cancel()` for asyncio code."""
-        import asyncio
-
-        return await asyncio.to_thread(self.app.cancel, self.id)
-
-
-def _outcome(app: App, rec: ResultRecord) -> Any:
-    if rec.state is State.SUCCEEDED:
-        return None if rec.value is None else app.codec.decode_value(rec.value, rec.codec)
-    err = rec.error
-    if err is None:
-        if rec.state is State.CANCELLED:
-            raise TaskCancelled(f"task {rec.task_id} was cancelled")
-        raise TaskFailed("TaskFailed", f"task {rec.task_id} ended {rec.state} with no error recorded")
-    raise rebuild_exception(err.type, err.message, err.traceback)
-
-
-def rebuild_exception(type_name: str, message: str, traceback: str) -> BaseException:
-    """The original exception if its class is a built-in or already imported; else TaskFailed.
-
-    Only modules already loaded are consulted: data from a broker never causes an import.
-    """
-    module, _, qualname = type_name.rpartition(".")
-    owner = builtins if module in ("", "builtins") else sys.modules.get(module)
-    cls = getattr(owner, qualname, None) if owner is not None and "." not in qualname else None
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            exc = cls(message)
-        except Exception:
-            exc = None
-        if exc is not None:
-            if traceback and hasattr(exc, "add_note"):
-                exc.add_note("Remote traceback:\n" + traceback.rstrip())
-            exc.__cause__ = TaskFailed(type_name, message, traceback)
-            return exc
-    return TaskFailed(type_name, message, traceback)
-
-
-AsyncFn = Callable[..., Awaitable[Any]]

@@ -22,7 +22,7 @@ from .states import State
 from .task import Signature
 
 if TYPE_CHECKING:
-    from .app import App
+    from .core import Core
 
 Feed = Literal["none", "one", "all"]  # what a step receives from its parents: nothing, the one result, all results
 
@@ -61,7 +61,7 @@ class Canvas:
             return Chord(self, right)
         return Chain(*(self.parts if isinstance(self, Chain) else [self]), right)
 
-    def run(self, app: App) -> Workflow:
+    def run(self, app: Core) -> Workflow:
         """Validate every step, store the workflow and send its first steps; return its handle."""
         return start(app, self)
 
@@ -203,7 +203,7 @@ def _key(workflow_id: str) -> str:
     return f"chute.workflow:{workflow_id}"
 
 
-def start(app: App, canvas: Canvas) -> Workflow:
+def start(app: Core, canvas: Canvas) -> Workflow:
     wid = new_id()
     kind = type(canvas).__name__.lower()
     steps, _, exits = canvas.steps("s") if not isinstance(canvas, DAG) else canvas.steps("")
@@ -217,7 +217,7 @@ def start(app: App, canvas: Canvas) -> Workflow:
     return Workflow(app, wid)
 
 
-def _send(app: App, d: Definition, steps: Sequence[Step], parent_values: dict[str, Any] | None = None) -> None:
+def _send(app: Core, d: Definition, steps: Sequence[Step], parent_values: dict[str, Any] | None = None) -> None:
     from .brokers.base import Outgoing
 
     outs: list[Outgoing] = []
@@ -231,15 +231,15 @@ def _send(app: App, d: Definition, steps: Sequence[Step], parent_values: dict[st
             args = ([values[p] for p in s.after], *args)
         task = app.get_task(s.call.task)
         options = {**s.call.options, "idempotency_key": f"workflow:{d.id}:{s.name}"}
-        env, out = app._envelope(task, args, dict(s.call.kwargs), options, time.time(),
-                                 task_id=s.task_id, workflow=WorkflowLink(d.id, s.name))
+        env, out = app.producer.envelope(task, args, dict(s.call.kwargs), options, time.time(),
+                                         task_id=s.task_id, workflow=WorkflowLink(d.id, s.name))
         outs.append(out)
     del by_name
     if outs:
-        app.broker.publish(outs)
+        app.producer.publish(outs)  # in the open batch, if any; waiting for room where a queue blocks
 
 
-def advance(app: App, link: WorkflowLink) -> None:
+def advance(app: Core, link: WorkflowLink) -> None:
     """A step succeeded (its result is stored): send every child whose parents have all succeeded."""
     raw = app.results.get_meta(_key(link.id))
     if raw is None:
@@ -277,7 +277,7 @@ def overall_state(cancelled: bool, steps: Sequence[State]) -> State:
 class Workflow:
     """A handle on a started workflow: its state, each step's state, its result; cancel it."""
 
-    def __init__(self, app: App, workflow_id: str) -> None:
+    def __init__(self, app: Core, workflow_id: str) -> None:
         self.app = app
         self.id = workflow_id
 

@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from ..errors import InvalidURL
 from .base import DeadLetter, Delivery, Features, Outgoing, Queue, QueueStats
-from .store import Pairing, Store, WorkerInfo
+from .pairing import Pairing
+from .store import Store, WorkerInfo
 
 __all__ = ["DeadLetter", "Delivery", "Features", "Outgoing", "Pairing", "Queue", "QueueStats", "Store", "WorkerInfo",
            "open_broker", "open_store", "redact_url", "DEFAULT_URL"]

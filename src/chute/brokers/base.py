@@ -22,9 +22,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import msgspec
 
+from .features import Features
+
 if TYPE_CHECKING:
     from ..results import ResultRecord
     from .store import Store
+
+__all__ = ["AsyncQueue", "DeadLetter", "Delivery", "Features", "Outgoing", "Queue", "QueueStats"]
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -72,19 +76,6 @@ class DeadLetter(msgspec.Struct):
     body: bytes
     reason: str
     dead_at: float
-
-
-class Features(msgspec.Struct, frozen=True):
-    """What a broker does natively, declared by its class (never probed). The first three hold only when
-    the broker is also the App's store (`Pairing`): they fold a store's step into a queue's round trip."""
-
-    acks_with_results: bool = False  # `ack(deliveries, results)` writes both in one transaction
-    cancellation_at_fetch: bool = False  # `fetch` marks `Delivery.cancelled` in the same call
-    derives_states: bool = False  # as a store, answers QUEUED and STARTED from the messages it holds
-    marks_started: bool = False  # as a store, `started` writes the STARTED marks itself (in its one round trip)
-    marks_queued: bool = False  # `publish` records QUEUED in the store it is bound to (RabbitMQ)
-    publish_overlap: int = 1  # asyncio publish batches worth having in flight at once (RabbitMQ: confirms)
-    socket_io: bool = False  # all its I/O is Python sockets: cooperative once gevent patched them
 
 
 @runtime_checkable

@@ -41,11 +41,12 @@ from ..topics import group_queue
 from . import redact_url
 from . import redis_scripts as lua
 from .base import DeadLetter, Delivery, Features, Outgoing, QueueStats
+from .pairing import AsyncBroker
 from .redis_fast import FastCalls, bulk
 from .redis_plan import band, due_ms, is_lone_enqueue, ms, publish_call, publish_reply, subscriptions
 from .redis_scripts import BANDS
 from .shared import fan_out, unrouted_key
-from .store import AsyncBroker, Store, WorkerInfo
+from .store import Store, WorkerInfo
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 
 Results and the waits on them, cancellations, coordination between processes (leases, meta values,
 token buckets, start counts), the worker registry and the event log. Any queue pairs with any store
-(`Pairing`): RabbitMQ with a SQLite or Redis store is the same case as SQLite with itself. Each part is
+(`pairing.py`): RabbitMQ with a SQLite or Redis store is the same case as SQLite with itself. Each part is
 a protocol of its own, so a reader sees which part a caller needs.
 """
 
@@ -15,7 +15,7 @@ import msgspec
 
 from ..results import ResultRecord
 from ..states import State
-from .base import AsyncQueue, Features, Queue
+from .features import Features
 
 
 class WorkerInfo(msgspec.Struct, omit_defaults=True):
@@ -174,10 +174,6 @@ class AsyncStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class AsyncBroker(AsyncQueue, AsyncStore, Protocol):
-    """The asyncio side of a broker that is both queue and store (Redis)."""
-
-
 @runtime_checkable
 class Store(ResultStore, Coordination, Registry, EventLog, Protocol):
     """Everything a task's messages leave behind, in one place the App opens once."""
@@ -195,28 +191,3 @@ class Store(ResultStore, Coordination, Registry, EventLog, Protocol):
     def close(self) -> None:
         """Release connections; the store may not be used afterwards."""
         ...
-
-
-class Pairing(msgspec.Struct, frozen=True):
-    """Who does what when a queue and a store work together, computed once when the App opens them.
-
-    A broker that is its own store folds steps into its round trips (results with the ack, cancellation
-    at fetch, states derived from its messages); any other pairing has the QUEUED and STARTED marks
-    written above it, so a task's state reads the same whichever pair runs it.
-    """
-
-    acks_with_results: bool = False  # the worker acks and writes results in one call
-    cancellation_at_fetch: bool = False  # fetched deliveries already say whether they were cancelled
-    store_sees_messages: bool = False  # the store derives a task's state from its message (memory, SQLite)
-    producer_marks_queued: bool = False  # the producer writes QUEUED before publishing
-    recorder_marks_started: bool = False  # STARTED marks are written by chute.marks (batched with outcomes)
-
-    @classmethod
-    def of(cls, queue: Queue, store: Store) -> Pairing:
-        same = queue is store  # type: ignore[comparison-overlap]  # one broker object may be both
-        f = queue.features
-        return cls(acks_with_results=same and f.acks_with_results,
-                   cancellation_at_fetch=same and f.cancellation_at_fetch,
-                   store_sees_messages=same and f.derives_states,
-                   producer_marks_queued=not same and not f.marks_queued,
-                   recorder_marks_started=not (same and f.derives_states) and not store.features.marks_started)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
 from .views import DeadLetterView, Status
+
+if TYPE_CHECKING:
+    from ..app import App
 
 _SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -56,3 +60,12 @@ def dead_letter_table(rows: Sequence[DeadLetterView], queue: str | None) -> Tabl
         table.add_row(r.id, r.queue, r.task or "?", r.reason[:80],
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.dead_at)))
     return table
+
+
+def print_status(app: App) -> None:
+    """Print what `chute status` shows: queues, the last hour's outcomes, live workers."""
+    from rich.console import Console
+
+    from .api import Ops
+
+    Console().print(status_view(Ops(app).status()))

@@ -44,12 +44,13 @@ class Row:
 def task_row(app: App, call: Signature) -> Row:
     """Build (and validate: SerializationError, PayloadTooLarge) the row for a task call."""
     options = {k: v for k, v in call.options.items() if k != "idempotency_key"}
-    env, out = app._envelope(app.get_task(call.task), tuple(call.args), dict(call.kwargs), options, time.time())
+    env, out = app.producer.envelope(app.get_task(call.task), tuple(call.args), dict(call.kwargs), options,
+                                     time.time())
     return Row(env.id, out.queue, out.body, out.priority, out.eta, None, env.created)
 
 
 def event_row(app: App, topic: str, payload: Any) -> Row:
-    out = app._event(topic, payload, None, 0)
+    out = app.producer.event(topic, payload)
     return Row(out.id, "", out.body, out.priority, None, topic, time.time())
 
 
@@ -87,7 +88,7 @@ def relay_batch(app: App, store: Store, limit: int = 100) -> int:
     outs = [Outgoing(r.queue, r.id, r.body, r.priority, r.eta, f"outbox:{r.id}", max(app.idempotency_window, 3600.0),
                      topic=r.topic) for r in good]
     if outs:
-        app.broker.publish(outs)
+        app.producer.publish(outs)  # the one send path: a full queue's policy holds for the relay too
     store.done([r.id for r in rows if r in good])
     return len(good)
 

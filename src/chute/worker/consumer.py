@@ -46,7 +46,7 @@ from .outage import OutageLog
 from .speed import Speeds
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..core import Core
 
 log = logging.getLogger("chute.worker")
 outcomes = logging.getLogger("chute.task")  # one line per task outcome (INFO), apart from worker chatter
@@ -62,7 +62,7 @@ INFO_EVERY = 2.0  # seconds between worker-info heartbeats (status freshness), a
 class Worker:
     """Consumes `queues` of an App until stopped."""
 
-    def __init__(self, app: App, queues: Sequence[str] | None = None, *, concurrency: int = 8,
+    def __init__(self, app: Core, queues: Sequence[str] | None = None, *, concurrency: int = 8,
                  prefetch: int | None = None, grace: float = 30.0, heartbeat: float | None = None,
                  cancel_grace: float = 5.0, events: bool = True) -> None:
         if concurrency < 1:

@@ -10,11 +10,11 @@ from ..states import State
 from .job import Job, error_info, result_record, run_sync
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..core import Core
     from ..task import Task
 
 
-def run_eager(app: App, task: Task[Any, Any], env: Envelope) -> str:
+def run_eager(app: Core, task: Task[Any, Any], env: Envelope) -> str:
     """Run now in this thread and store the outcome; retries are not simulated."""
     env = app.codec.decode(app.codec.encode(env))  # the task sees exactly what a worker would
     job = Job(Delivery(env.queue, env.id, b"", "eager", 1), env, task)

@@ -14,7 +14,7 @@ from ..errors import TimeLimitExceeded
 from .job import Job, Outcome, SuspectGate, _current, suspect_poison
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..core import Core
 
 
 class AsyncRunner:
@@ -31,10 +31,10 @@ class AsyncRunner:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def submit(self, job: Job, app: App) -> Future[None]:
+    def submit(self, job: Job, app: Core) -> Future[None]:
         return asyncio.run_coroutine_threadsafe(self._execute(job, app), self.loop)
 
-    async def _execute(self, job: Job, app: App) -> None:
+    async def _execute(self, job: Job, app: Core) -> None:
         gate, suspect = self._gate, job.suspect
         if gate is None:
             await self._run_job(job, app)
@@ -48,7 +48,7 @@ class AsyncRunner:
             gate.leave(key, suspect)
             raise
 
-    async def _run_job(self, job: Job, app: App) -> None:
+    async def _run_job(self, job: Job, app: Core) -> None:
         env, hooks = job.envelope, app.hooks
         job.started = time.monotonic()
         if job.suspect:

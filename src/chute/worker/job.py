@@ -23,7 +23,7 @@ from ..task import Task
 from ..topics import GROUP_PREFIX
 
 if TYPE_CHECKING:
-    from ..app import App
+    from ..core import Core
 
 
 @dataclass(slots=True, eq=False)
@@ -136,7 +136,7 @@ class Reject:
     error: ErrorInfo | None = None
 
 
-def prepare(app: App, delivery: Delivery) -> Job | Reject | None:
+def prepare(app: Core, delivery: Delivery) -> Job | Reject | None:
     """Turn a delivery into a runnable Job, a Reject, or None (already done: ack it)."""
     limit = app.codec.max_message_size + 1024  # room for a signature trailer
     if len(delivery.body) > limit:  # written past a producer's check: refused unread
@@ -171,7 +171,7 @@ def prepare(app: App, delivery: Delivery) -> Job | Reject | None:
     return Job(delivery, env, task)
 
 
-def suspect_poison(app: App, job: Job) -> WorkerLost | None:
+def suspect_poison(app: Core, job: Job) -> WorkerLost | None:
     """For a redelivered message, count this start; past the limit, the error to dead-letter it with.
 
     A message comes back when its worker died holding it. Counting *starts* (not deliveries) keeps
@@ -188,7 +188,7 @@ def suspect_poison(app: App, job: Job) -> WorkerLost | None:
                       f"(max_deliveries={app.max_deliveries}); not run again")
 
 
-def run_sync(job: Job, app: App, gate: SuspectGate | None = None) -> Outcome:
+def run_sync(job: Job, app: Core, gate: SuspectGate | None = None) -> Outcome:
     """Call a sync task's function in this thread (alone, through `gate`, if it is a suspect).
 
     Through a gate, the job is still in it when this returns: settling its outcome leaves it.
@@ -198,7 +198,7 @@ def run_sync(job: Job, app: App, gate: SuspectGate | None = None) -> Outcome:
     return run_entered(job, app, gate)
 
 
-def run_entered(job: Job, app: App, gate: SuspectGate | None) -> Outcome:
+def run_entered(job: Job, app: Core, gate: SuspectGate | None) -> Outcome:
     """Call a sync task's function once the job is in `gate` (it leaves at once only on an error
     that produced no outcome to settle)."""
     suspect = job.suspect
@@ -210,7 +210,7 @@ def run_entered(job: Job, app: App, gate: SuspectGate | None) -> Outcome:
         raise
 
 
-def _run_sync(job: Job, app: App, suspect: bool) -> Outcome:
+def _run_sync(job: Job, app: Core, suspect: bool) -> Outcome:
     hooks = app.hooks
     env = job.envelope
     if suspect:
@@ -264,7 +264,7 @@ def retry_delay(job: Job, exc: BaseException) -> float | None:
     return base
 
 
-def result_record(app: App, env: Envelope, state: State, *, value: bytes | None = None,
+def result_record(app: Core, env: Envelope, state: State, *, value: bytes | None = None,
                   error: ErrorInfo | None = None, now: float | None = None) -> ResultRecord:
     now = time.time() if now is None else now
     return ResultRecord(env.id, state, env.name, env.queue, value, app.codec.name, error, env.attempt, now,

@@ -94,8 +94,8 @@ class ChuteBackend(BaseTaskBackend):  # type: ignore[misc]  # django ships no ty
         if task.run_after is not None:
             options["eta"] = _aware(task.run_after)
         result_id = f"{new_id()}-{task.module_path}"
-        _, out = self.chute._envelope(self._chute_task(task), tuple(args), dict(kwargs), options, time.time(),
-                                      task_id=result_id)
+        _, out = self.chute.producer.envelope(self._chute_task(task), tuple(args), dict(kwargs), options,
+                                              time.time(), task_id=result_id)
         result = TaskResult(task=task, id=result_id, status=TaskResultStatus.READY, enqueued_at=None,
                             started_at=None, finished_at=None, last_attempted_at=None, args=list(args),
                             kwargs=dict(kwargs), backend=self.alias, errors=[], worker_ids=[])
@@ -105,7 +105,7 @@ class ChuteBackend(BaseTaskBackend):  # type: ignore[misc]  # django ships no ty
         result, out = self._prepare(task, args, kwargs)
 
         def send() -> None:
-            self.chute._publish([out])
+            self.chute.producer.publish([out])
             object.__setattr__(result, "enqueued_at", _now())
             task_enqueued.send(type(self), task_result=result)
 
@@ -120,7 +120,7 @@ class ChuteBackend(BaseTaskBackend):  # type: ignore[misc]  # django ships no ty
     async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Sent at once (async code runs outside `atomic()`), natively on Redis."""
         result, out = self._prepare(task, args, kwargs)
-        await self.chute._publish_async([out])
+        await self.chute.producer.publish_async([out])
         object.__setattr__(result, "enqueued_at", _now())
         task_enqueued.send(type(self), task_result=result)
         return result
