@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,6 +78,27 @@ def test_sent_if_and_only_if_the_transaction_commits(setup: tuple[chute.App, SQL
         wait_for(lambda: effects == [1], what="the committed order's receipt")
         time.sleep(0.2)
     assert effects == [1]
+
+
+def test_the_relay_keeps_a_blocking_queue_s_limit_and_waits_for_room(
+        setup: tuple[chute.App, SQLAlchemyOutbox, list[int]]) -> None:
+    # the relay published straight to the broker: past the queue's limit, and never waiting for room
+    app, outbox, effects = setup
+    app.queue("default", max_length=2, on_full="block", block_timeout=10)
+    receipt = app.tasks["receipt"]
+    receipt.delay(0)
+    receipt.delay(1)  # the queue is full
+    with Session(outbox.engine) as session, session.begin():
+        outbox.send(session, receipt.s(2))
+    relayed: list[int] = []
+    relay = threading.Thread(target=lambda: relayed.append(outbox.relay_once()))
+    relay.start()
+    time.sleep(0.3)  # the relay is waiting for room, not over the limit
+    assert relay.is_alive() and app.broker.stats(["default"])[0].ready == 2
+    with worker_thread(app):
+        relay.join(timeout=10)
+        wait_for(lambda: sorted(effects) == [0, 1, 2], what="all three receipts")
+    assert relayed == [1] and pending(outbox) == 0
 
 
 def test_events_through_the_outbox(setup: tuple[chute.App, SQLAlchemyOutbox, list[int]]) -> None:

@@ -52,6 +52,23 @@ def test_chain_feeds_each_result_to_the_next(app: chute.App) -> None:
     assert app.workflow(wf.id).get(timeout=1) == 35
 
 
+def test_a_workflow_started_in_a_batch_is_sent_with_it_or_not_at_all(app: chute.App) -> None:
+    # its first steps were published at once, outside the batch, even when the batch then failed
+    def waiting() -> int:
+        return sum(st.ready + st.delayed for st in app.broker.stats())
+
+    with pytest.raises(RuntimeError), app.batch():
+        chain(s(app, "add", 1, 2), s(app, "mul", 10)).run(app)
+        raise RuntimeError("the request failed")
+    assert waiting() == 0
+    with app.batch():
+        wf = chain(s(app, "add", 1, 2), s(app, "mul", 10)).run(app)
+        assert waiting() == 0
+    assert waiting() == 1
+    with worker_thread(app):
+        assert wf.get(timeout=10) == 30
+
+
 def test_pipe_composes_chains_and_chords(app: chute.App) -> None:
     wf = (s(app, "add", 1, 1) | s(app, "mul", 3)).run(app)
     fan = (group(*[s(app, "mul", i, i) for i in range(5)]) | s(app, "total")).run(app)

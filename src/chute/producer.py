@@ -12,6 +12,8 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from .brokers.base import Outgoing
 from .brokers.shared import queued_marks
 from .envelope import VERSION, Envelope, WorkflowLink, new_id
@@ -72,13 +74,16 @@ class Producer:
                        kwargs=kwargs, headers=headers, max_retries=opts.retries, eta=eta, priority=priority,
                        expires=expires, idempotency_key=key)
         app.hooks.before_publish(env)
-        body = app.codec.encode(env)
-        limit = app.queues.get(queue)
+        return env, self.limited(Outgoing(queue, env.id, app.codec.encode(env), priority, eta, key,
+                                          app.idempotency_window))
+
+    def limited(self, out: Outgoing) -> Outgoing:
+        """`out` with its queue's declared limit (`App.queue`), which the broker and `publish` enforce."""
+        limit = self.app.queues.get(out.queue) if self.app.queues and out.topic is None else None
         if limit is None:
-            return env, Outgoing(queue, env.id, body, priority, eta, key, app.idempotency_window)
-        return env, Outgoing(queue, env.id, body, priority, eta, key, app.idempotency_window,
-                             max_length=limit.max_length, on_full="drop_oldest" if limit.on_full == "drop_oldest"
-                             else "reject")
+            return out
+        return msgspec.structs.replace(out, max_length=limit.max_length,
+                                       on_full="drop_oldest" if limit.on_full == "drop_oldest" else "reject")
 
     def event(self, topic: str, payload: Any, headers: dict[str, str] | None = None, priority: int = 0) -> Outgoing:
         """An event for every subscriber group whose pattern matches `topic`."""

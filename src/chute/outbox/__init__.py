@@ -85,8 +85,8 @@ def relay_batch(app: App, store: Store, limit: int = 100) -> int:
             store.set_aside(row.id, f"decode_error: {exc}")
             continue
         good.append(row)
-    outs = [Outgoing(r.queue, r.id, r.body, r.priority, r.eta, f"outbox:{r.id}", max(app.idempotency_window, 3600.0),
-                     topic=r.topic) for r in good]
+    outs = [app.producer.limited(Outgoing(r.queue, r.id, r.body, r.priority, r.eta, f"outbox:{r.id}",
+                                          max(app.idempotency_window, 3600.0), topic=r.topic)) for r in good]
     if outs:
         app.producer.publish(outs)  # the one send path: a full queue's policy holds for the relay too
     store.done([r.id for r in rows if r in good])
