@@ -15,17 +15,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..brokers import redact_url
-from ..brokers.base import DeadLetter
 from ..errors import ChuteError, ConfigurationError
 from ..events import OUTCOMES, Event
 from ..redact import Redactor
 from ..results import ResultRecord
 from ..states import State
+from .dead import DeadLetterOps
 from .history import RATE_KINDS, STATE_OF, History
 from .views import (
     ActionResult,
     Attempt,
-    DeadLetterView,
     ErrorView,
     Health,
     Overview,
@@ -48,11 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chute.ops")
 STATES = tuple(s.value for s in State if s is not State.UNKNOWN)
-DLQ_SCAN = 10_000  # dead letters read at most to answer one filtered or by-id query
 ARGS_GONE = "not kept: a task's arguments live in its message, which is gone once it ran (dead letters keep theirs)"
 
 
-class Ops:
+class Ops(DeadLetterOps):
     """The operations API on one App. Thread-safe; `history` folds the event stream once per process."""
 
     def __init__(self, app: App, *, redactor: Redactor | None = None, history: History | None = None) -> None:
@@ -183,75 +181,6 @@ class Ops:
         return ActionResult("cancel", 1 if self.app.cancel(task_id) else 0)
 
     # -- dead letters --------------------------------------------------------------------------
-    def dead_letters(self, queue: str | None = None, task: str | None = None, search: str | None = None,
-                     limit: int = 50, offset: int = 0) -> list[DeadLetterView]:
-        """Dead-lettered messages, oldest first, filtered by queue, task name and text in the reason."""
-        if task is None and not search:
-            return [self._describe(d) for d in self.app.broker.dead_letters(queue, limit, offset)]
-        needle = (search or "").lower()
-        matched: list[DeadLetterView] = []
-        for d in self._scan_dead(queue):
-            v = self._describe(d)
-            if (task is None or v.task == task) and (not needle or needle in f"{v.id} {v.reason}".lower()):
-                matched.append(v)
-                if len(matched) >= offset + limit:
-                    break
-        return matched[offset:offset + limit]
-
-    def dead_letter(self, message_id: str) -> DeadLetterView | None:
-        """One dead letter with the error its task last raised."""
-        dead = self._find_dead(message_id)
-        if dead is None:
-            return None
-        view = self._describe(dead)
-        record = self.app.results.get(message_id)
-        if record is not None and record.error is not None:
-            red = self.redactor.text
-            view.error = ErrorView(record.error.type, red(record.error.message), red(record.error.traceback))
-        return view
-
-    def replay(self, ids: Sequence[str] | None = None, queue: str | None = None, everything: bool = False
-               ) -> ActionResult:
-        """Send dead letters back to their queues: these ids, or all of a queue, or every one."""
-        self._check_target(ids, queue, everything, "replay")
-        return ActionResult("replay", self.app.broker.replay(queue, list(ids) if ids else None))
-
-    def purge(self, ids: Sequence[str] | None = None, queue: str | None = None, everything: bool = False
-              ) -> ActionResult:
-        """Delete dead letters for good: these ids, or all of a queue, or every one."""
-        self._check_target(ids, queue, everything, "purge")
-        return ActionResult("purge", self.app.broker.purge_dead(queue, list(ids) if ids else None))
-
-    @staticmethod
-    def _check_target(ids: Sequence[str] | None, queue: str | None, everything: bool, verb: str) -> None:
-        if not ids and not queue and not everything:
-            raise ConfigurationError(f"name message ids to {verb}, or a queue, or ask for every dead letter")
-
-    def _scan_dead(self, queue: str | None = None) -> list[DeadLetter]:
-        found: list[DeadLetter] = []
-        while len(found) < DLQ_SCAN:
-            page = self.app.broker.dead_letters(queue, 500, len(found))
-            found += page
-            if len(page) < 500:
-                break
-        return found
-
-    def _find_dead(self, message_id: str) -> DeadLetter | None:
-        return next((d for d in self._scan_dead() if d.id == message_id), None)
-
-    def _describe(self, d: DeadLetter) -> DeadLetterView:
-        view = DeadLetterView(d.id, d.queue, self.redactor.text(d.reason), d.dead_at)
-        try:
-            env = self.app.codec.decode(d.body)
-        except ChuteError as exc:
-            view.undecodable = self.redactor.text(str(exc))
-            view.raw = self.redactor.text(d.body[:200].decode("utf-8", "replace"))
-            return view
-        task = self.app.tasks.get(env.name)
-        view.args, view.kwargs = self.redactor.call(task.fn if task else None, env.args, env.kwargs)
-        view.task, view.attempt, view.max_retries = env.name, env.attempt, env.max_retries
-        return view
-
     # -- workflows and schedules ---------------------------------------------------------------
     def workflow(self, workflow_id: str) -> WorkflowView | None:
         from ..workflows import overall_state
