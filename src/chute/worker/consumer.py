@@ -7,8 +7,6 @@ the worker's heartbeat and enforces time limits, so a busy task can never starve
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import logging
 import os
 import queue
@@ -16,45 +14,33 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-import msgspec
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..brokers.base import Delivery, WorkerInfo
-from ..envelope import Envelope, new_id
-from ..errors import ChuteError, SerializationError, TaskCancelled, TimeLimitExceeded, WorkerLost
+from ..envelope import new_id
+from ..errors import ChuteError
 from ..events import EventBuffer
 from ..results import ResultRecord
 from ..states import State
+from .advance import Advance
 from .executor import AsyncRunner
-from .job import (
-    Job,
-    Outcome,
-    Reject,
-    SuspectGate,
-    error_info,
-    prepare,
-    result_record,
-    retry_delay,
-    run_entered,
-    run_sync,
-)
+from .job import Job, Outcome, Reject, SuspectGate, prepare
+from .limits import Limits
 from .outage import OutageLog
+from .run import run_entered, run_sync
+from .settle import Dropped, Settlement, decide
+from .settler import AckWithResults, Settler
 from .speed import Speeds
+from .upkeep import Upkeep
 
 if TYPE_CHECKING:
     from ..app import App
 
 log = logging.getLogger("chute.worker")
-outcomes = logging.getLogger("chute.task")  # one line per task outcome (INFO), apart from worker chatter
-EVENT_RETENTION = 3600.0
 _STOP = object()
 INLINE_BATCH_SECONDS, INLINE_BATCH_MAX = 0.005, 512  # a batch of proven-fast tasks: claimed together, run here
 SETTLE_DELAY = 0.002  # seconds an outcome may wait to be settled with others in one transaction
-TERMINATE_AFTER = 5.0  # seconds an interrupted task may take to stop before the worker gives up on it
-CANCEL_CHECK_EVERY = 0.5  # seconds between checks for cancelled running tasks (only while some run)
-INFO_EVERY = 2.0  # seconds between worker-info heartbeats (status freshness), apart from lease renewals
 
 
 class Worker:
@@ -76,12 +62,9 @@ class Worker:
             raise ValueError("prefetch must be at least 1")
         self.grace = grace
         self.cancel_grace = cancel_grace
-        self.terminate_after = TERMINATE_AFTER
         self.lease = app.lease
         self.heartbeat_every = heartbeat or max(0.2, self.lease / 3)
         self.id = new_id()  # unique per process start: recovery never keys on it
-        self.processed = 0
-        self.failed = 0
         self.started_at = time.time()
         self._held: dict[str, Job | Delivery] = {}
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -99,16 +82,33 @@ class Worker:
         self._retry_in = 0.1  # seconds before the next fetch after a failed one
         self._inline_room = 0  # after a batch that ran entirely inline: how many to claim next time
         self.events = EventBuffer(self.id) if events else None
-        same_store: object = app.results
-        self._ack_with_results: Callable[[Sequence[Delivery], Sequence[ResultRecord]], int] | None = (
-            self.broker.ack if same_store is self.broker and getattr(self.broker, "acks_with_results", False)
-            else None)  # type: ignore[assignment]
-        self._fetch_tells_cancelled = same_store is self.broker and getattr(self.broker,
-                                                                            "checks_cancellation_at_fetch", False)
+        pairing = _pairing(app)
+        self._fetch_tells_cancelled = pairing.cancellation_at_fetch
+        ack_with: AckWithResults | None = self.broker.ack if pairing.acks_with_results else None  # type: ignore[assignment]
+        app.hooks.ensure(Advance())  # a workflow's next steps are sent by a success hook
+        self._settler = Settler(app, self.events, self._outage, ack_with)
+        self._limits = Limits(self.results, self._outage, cancel_grace, self._give_up)
         self._low_water = max(1, self.prefetch // 4)
         self._settle_batch = max(1, self.prefetch // 2)
         supervisor = os.environ.get("CHUTE_SUPERVISOR_PID")
         self._supervisor_pid = int(supervisor) if supervisor and supervisor.isdigit() else None
+
+    @property
+    def processed(self) -> int:
+        return self._settler.processed
+
+    @property
+    def failed(self) -> int:
+        return self._settler.failed
+
+    @property
+    def terminate_after(self) -> float:
+        """Seconds an interrupted task may take to stop before the worker gives up on it."""
+        return self._limits.terminate_after
+
+    @terminate_after.setter
+    def terminate_after(self, seconds: float) -> None:
+        self._limits.terminate_after = seconds
 
     # -- control -------------------------------------------------------------------------------
     def stop(self, graceful: bool = True) -> None:
@@ -192,10 +192,12 @@ class Worker:
         if any(t.is_async for t in self.app.tasks.values()):
             self._async = AsyncRunner(self._complete, self._gate)
         self.app.declare_subscribers()
-        beat = threading.Thread(target=self._heartbeat_loop, name="chute-heartbeat", daemon=True)
+        self._upkeep = Upkeep(self.app, self._held, self.events, self._outage, self._limits, self.info,
+                              every=self.heartbeat_every, supervisor=self._supervisor_pid, orphaned=self._orphaned)
+        beat = threading.Thread(target=self._upkeep.run, args=(self._closed,), name="chute-heartbeat", daemon=True)
         beat.start()
         self._beat_thread = beat
-        self._beat()
+        self._upkeep.beat()
         self.app.hooks.worker_started(self)
         log.info("worker %s consuming %s with %d threads, prefetch %d, lease %g s",
                  self.id, ",".join(self.queues), self.concurrency, self.prefetch, self.lease)
@@ -211,9 +213,18 @@ class Worker:
         if self._retry_in != 0.1:
             self._retry_in = 0.1
             self._outage.recovered()
-        claimed = [job for job in map(self._claim, deliveries) if job is not None]
+        claimed: list[Job] = []
+        refused: list[Reject | Dropped] = []
+        for delivery in deliveries:
+            prepared = self._claim(delivery)
+            if isinstance(prepared, Job):
+                claimed.append(prepared)
+            elif prepared is not None:
+                refused.append(prepared)
+        if refused:
+            self._settle(refused)
         if claimed:
-            claimed = self._start_jobs(claimed)
+            self._start_jobs(claimed)
         return len(deliveries)
 
     def _start_jobs(self, jobs: list[Job]) -> list[Job]:
@@ -244,8 +255,7 @@ class Worker:
             dropped = [j for j in jobs if j.envelope.id in cancelled]
             for j in dropped:
                 self._held.pop(j.delivery.id, None)
-                log.info("task %s %s was cancelled; not running it", j.envelope.name, j.envelope.id)
-            self.broker.ack([j.delivery for j in dropped])
+            self._settle([Dropped(j.delivery, j) for j in dropped])
             jobs = [j for j in jobs if j.envelope.id not in cancelled]
         inline: list[Job] = []
         for job in jobs:
@@ -279,8 +289,8 @@ class Worker:
             return False
         return self._speeds.runs_inline(job.task.name)
 
-    def _claim(self, delivery: Delivery) -> Job | None:
-        """Decode and check one delivery; settle it at once if it cannot run, else hold it."""
+    def _claim(self, delivery: Delivery) -> Job | Reject | Dropped | None:
+        """Decode and check one delivery: a Job (held), one to settle unrun, or None (released)."""
         try:
             prepared = prepare(self.app, delivery)
         except Exception as exc:  # e.g. the result store is down while checking an idempotency key
@@ -288,12 +298,9 @@ class Worker:
             self.broker.release([delivery])
             return None
         if prepared is None:
-            self.broker.ack([delivery])
-            return None
-        if isinstance(prepared, Reject):
-            self._reject(prepared)
-            return None
-        self._held[delivery.id] = prepared
+            return Dropped(delivery)
+        if isinstance(prepared, Job):
+            self._held[delivery.id] = prepared
         return prepared
 
     def _executor_loop(self) -> None:
@@ -327,285 +334,30 @@ class Worker:
             for outcome in taken:  # settled: now a suspect may start (see SuspectGate)
                 gate.leave(id(outcome.job), outcome.job.suspect)
 
-    def _settle(self, taken: list[Outcome]) -> None:
-        acks: list[Delivery] = []
-        records: list[ResultRecord] = []
-        failures: list[Outcome] = []
-        now = time.time()
-        codec, app = self.app.codec, self.app
-        log_each = outcomes.isEnabledFor(logging.INFO)
-        events: list[tuple[Any, ...]] | None = [] if self.events is not None else None
-        speeds = self._speeds
-        for outcome in taken:
-            job = outcome.job
-            if self._held.pop(job.delivery.id, None) is None:
-                continue  # already released (shutdown) or settled by the time-limit watchdog
-            if outcome.error is not None:
-                failures.append(outcome)
-                continue
-            env = job.envelope
-            if not job.task.is_async:
-                speeds.record(env.name, outcome.duration, inline=not job.thread_id)
-            if env.workflow is not None:
-                self._finish_step(job, outcome)
-                continue
-            if job.task.options.store_result:
-                try:
-                    value = None if outcome.value is None else codec.encode_value(outcome.value, f"{env.name} result")
-                except SerializationError as exc:
-                    self._fail_final(job, exc, "", State.FAILED, ack=True)
-                    continue
-                records.append(result_record(app, env, State.SUCCEEDED, value=value, now=now))
-            acks.append(job.delivery)
-            if events is not None:
-                events.append((now, "succeeded", env.id, env.name, env.queue, env.attempt, outcome.duration, "",
-                               job.received))
-            if log_each:
-                outcomes.info("task %s %s succeeded in %.1f ms", env.name, env.id, outcome.duration * 1000,
-                              extra=_fields(env, outcome.duration, "succeeded", ""))
-        if events:
-            assert self.events is not None
-            self.events.extend(events)
-        if acks:
+    def _settle(self, items: Sequence[Outcome | Reject | Dropped]) -> None:
+        """Decide each (settle.py), then carry the batch out (settler.py)."""
+        now, codec, ttl, speeds = time.time(), self.app.codec, self.app.result_ttl, self._speeds
+        batch: list[Settlement] = []
+        for item in items:
+            if isinstance(item, Outcome):
+                job = item.job
+                if self._held.pop(job.delivery.id, None) is None:
+                    continue  # already released (shutdown) or settled by the time-limit watchdog
+                if item.error is None and not job.task.is_async:
+                    speeds.record(job.envelope.name, item.duration, inline=not job.thread_id)
             try:
-                if self._ack_with_results is not None:  # the broker keeps results: one transaction
-                    self._ack_with_results(acks, records)
-                else:
-                    if records:
-                        self.results.store(records)
-                    self.broker.ack(acks)
-                self.processed += len(acks)
-            except ChuteError as exc:  # not acked: the lease runs out and the messages run again
-                self._outage.error("could not record %d finished tasks: %s; they will be redelivered", len(acks), exc)
-        for outcome in failures:
-            self._settle_failure(outcome)
+                batch.append(decide(item, codec, ttl, now))
+            except ChuteError as exc:  # a retry too large to send: it runs again once its lease ends
+                self._outage.error("could not settle %s: %s; it will be redelivered", item.delivery.id
+                                   if not isinstance(item, Outcome) else item.job.delivery.id, exc)
+        self._settler.apply(batch)
 
-    def _finish_step(self, job: Job, outcome: Outcome) -> None:
-        """A workflow step succeeded: record it, send what follows, then ack (a crash re-runs, never stalls)."""
-        from ..workflows import advance
-
+    # -- heartbeat-thread callbacks ------------------------------------------------------------
+    def _give_up(self, job: Job, error: BaseException) -> None:
+        """A task blocked outside Python (a C call, a socket without a timeout) ignored its interrupt:
+        settle it now as what it was interrupted for; then, in a supervised process, stop at once (the
+        supervisor starts a fresh one: the stuck thread dies with this process), else replace its thread."""
         env = job.envelope
-        assert env.workflow is not None
-        try:
-            value = None if outcome.value is None else self.app.codec.encode_value(outcome.value, f"{env.name} result")
-        except SerializationError as exc:
-            self._fail_final(job, exc, "", State.FAILED, ack=True)
-            return
-        try:
-            self.results.store([result_record(self.app, env, State.SUCCEEDED, value=value)])
-            advance(self.app, env.workflow)
-            self.broker.ack([job.delivery])
-            self.processed += 1
-        except ChuteError as exc:
-            log.error("could not advance workflow %s after step %s: %s; the step will run again",
-                      env.workflow.id, env.workflow.step, exc)
-            return
-        self._outcome_event("succeeded", job, outcome.duration, None)
-        outcomes.info("task %s %s succeeded in %.1f ms", env.name, env.id, outcome.duration * 1000,
-                      extra=_fields(env, outcome.duration, "succeeded", ""))
-
-    def _settle_failure(self, outcome: Outcome) -> None:
-        job, exc = outcome.job, outcome.error
-        assert exc is not None
-        env = job.envelope
-        self.failed += 1
-        try:
-            if isinstance(exc, WorkerLost):
-                self._fail_final(job, exc, "", State.DEAD, ack=False, reason=str(exc))
-                return
-            if isinstance(exc, TaskCancelled) or (job.cancelled and isinstance(exc, asyncio.CancelledError)):
-                self._fail_final(job, TaskCancelled(f"{env.name} was cancelled while running"), outcome.traceback,
-                                 State.CANCELLED, ack=True, duration=outcome.duration)
-                return
-            delay = retry_delay(job, exc)
-            if delay is not None:
-                retry = msgspec.structs.replace(env, attempt=env.attempt + 1)
-                body = self.app.codec.encode(retry)
-                self.results.store([result_record(self.app, env, State.RETRYING,
-                                                  error=error_info(exc, outcome.traceback))])
-                self.broker.nack(job.delivery, body, time.time() + delay)
-                self._outcome_event("retried", job, outcome.duration, exc)
-                outcomes.warning("task %s %s failed (attempt %d of %d), retrying in %.2f s: %s: %s", env.name, env.id,
-                                 env.attempt + 1, job.task.options.retries + 1, delay, type(exc).__name__, exc,
-                                 extra=_fields(env, outcome.duration, "retrying", f"{type(exc).__name__}: {exc}"))
-                return
-            state = State.DEAD if job.task.options.dead_letter else State.FAILED
-            self._fail_final(job, exc, outcome.traceback, state, ack=state is State.FAILED, duration=outcome.duration)
-        except ChuteError as err:
-            self._outage.error("could not settle failed task %s: %s; it will be redelivered", env.id, err)
-
-    def _outcome_event(self, kind: str, job: Job, duration: float, exc: BaseException | None) -> None:
-        env = job.envelope
-        error = "" if exc is None else f"{type(exc).__name__}: {exc}"
-        if self.events is not None:
-            self.events.emit(kind, env.id, env.name, env.queue, env.attempt, duration, error, job.received,
-                             workflow=env.workflow.id if env.workflow is not None else "")
-
-    def _fail_final(self, job: Job, exc: BaseException, tb: str, state: State, *, ack: bool,
-                    reason: str | None = None, duration: float = 0.0) -> None:
-        env = job.envelope
-        info = error_info(exc, tb)
-        self._outcome_event({State.DEAD: "dead", State.CANCELLED: "cancelled"}.get(state, "failed"), job, duration,
-                            exc)
-        record = result_record(self.app, env, state, error=info)
-        if ack:  # the record first: a message acknowledged without its outcome would be gone without a trace
-            self.results.store([record])
-            self.broker.ack([job.delivery])
-        else:  # the move first: whoever reads DEAD finds the message in the dead-letter queue, ready to replay
-            self.broker.dead_letter(job.delivery, reason or f"{info.type}: {info.message}")
-            self.results.store([record])
-        outcomes.error("task %s %s %s after %d attempt(s): %s: %s", env.name, env.id,
-                       "dead-lettered" if state is State.DEAD else str(state), env.attempt + 1, info.type, info.message,
-                       extra=_fields(env, duration, str(state), f"{info.type}: {info.message}"))
-
-    def _reject(self, r: Reject) -> None:
-        env = r.envelope
-        try:
-            records = [] if env is None else [
-                result_record(self.app, env, r.state, error=r.error or error_info(ChuteError(r.reason), ""))]
-            if self.events is not None:
-                self.events.emit("dead" if r.state is State.DEAD else "failed", r.delivery.id,
-                                 env.name if env else "", r.delivery.queue, error=r.reason)
-            if r.state is State.DEAD:  # the same order as _fail_final: DEAD is announced once it is true
-                self.broker.dead_letter(r.delivery, r.reason)
-                self.results.store(records)
-            else:
-                self.results.store(records)
-                self.broker.ack([r.delivery])
-            self.failed += 1
-            log.error("message %s on %s %s: %s", r.delivery.id, r.delivery.queue,
-                      "dead-lettered" if r.state is State.DEAD else "not run", r.reason)
-        except ChuteError as exc:
-            self._outage.error("could not dead-letter %s: %s", r.delivery.id, exc)
-
-    # -- heartbeat, leases, time limits --------------------------------------------------------
-    def _heartbeat_loop(self) -> None:
-        next_beat = time.monotonic() + self.heartbeat_every
-        next_info = time.monotonic() + INFO_EVERY
-        next_cancel_check = time.monotonic() + CANCEL_CHECK_EVERY
-        next_flush = time.monotonic() + 0.5
-        next_purge = time.monotonic() + 60.0
-        tick = min(0.1, self.heartbeat_every)
-        while not self._closed.wait(tick):
-            now = time.monotonic()
-            if self._supervisor_pid is not None and os.getppid() != self._supervisor_pid and not self._stopping:
-                log.error("supervisor %d is gone; stopping", self._supervisor_pid)
-                self.stop()
-            if now >= next_flush:
-                self._flush_events()
-                next_flush = now + 0.5
-            if now >= next_cancel_check:
-                self._notice_cancellations(now)
-                next_cancel_check = now + CANCEL_CHECK_EVERY
-            self._enforce_time_limits(now)
-            if now >= next_beat:
-                self._beat()
-                next_beat = now + self.heartbeat_every
-                next_info = now + INFO_EVERY
-            elif now >= next_info:
-                self._publish_info()
-                next_info = now + INFO_EVERY
-            if now >= next_purge:
-                try:
-                    self.results.purge_expired()
-                except ChuteError as exc:
-                    self._outage.error("could not purge expired results: %s", exc)
-                next_purge = now + 60.0
-
-    def _beat(self) -> None:
-        held = list(self._held.copy().values())
-        deliveries = [h.delivery if isinstance(h, Job) else h for h in held]
-        try:
-            if deliveries:
-                kept = self.broker.extend(deliveries, self.lease)
-                for d, ok in zip(deliveries, kept, strict=True):
-                    if not ok:
-                        log.warning("lost the lease on %s (%s); another worker may run it", d.id, d.queue)
-        except ChuteError as exc:
-            self._outage.error("could not extend leases: %s", exc)
-        self._publish_info()
-
-    def _flush_events(self) -> None:
-        if self.events is None:
-            return
-        self._announce_waiting()
-        batch = self.events.drain()
-        if batch is not None:
-            try:
-                self.broker.record_events(batch, EVENT_RETENTION)
-            except ChuteError as exc:  # events are droppable; tasks are not
-                self._outage.error("dropped a batch of events: %s", exc)
-
-    def _announce_waiting(self) -> None:
-        """`received`/`started` events for tasks still waiting or running at a flush (once each), so
-        long tasks show up live while a fast one costs only its outcome event."""
-        assert self.events is not None
-        now, mono = time.time(), time.monotonic()
-        for job in list(self._held.copy().values()):
-            if not isinstance(job, Job) or not job.received:
-                continue
-            told = job.extra.get("announced")
-            kind = "started" if job.started else "received"
-            if told == kind or told == "started":
-                continue
-            env = job.envelope
-            at = now - (mono - job.started) if job.started else job.received
-            self.events.emit(kind, env.id, env.name, env.queue, env.attempt, 0.0, "", job.received, at,
-                             env.workflow.id if env.workflow is not None else "")
-            job.extra["announced"] = kind
-
-    def _publish_info(self) -> None:
-        if self.events is not None:
-            self.events.emit("worker-heartbeat")
-        try:
-            self.broker.heartbeat(self.info(), ttl=3 * max(self.heartbeat_every, INFO_EVERY) + 1)
-        except ChuteError as exc:
-            self._outage.error("heartbeat failed: %s", exc)
-
-    def _notice_cancellations(self, now: float) -> None:
-        running = [j for j in self._held.copy().values() if isinstance(j, Job) and j.started and not j.cancelled]
-        if not running:
-            return
-        try:
-            cancelled = self.results.cancelled([j.envelope.id for j in running])
-        except ChuteError as exc:
-            self._outage.error("could not check cancellations: %s", exc)
-            return
-        for job in running:
-            if job.envelope.id in cancelled:
-                job.cancelled, job.cancel_deadline = True, now + self.cancel_grace
-                log.warning("task %s %s was cancelled while running; interrupting it in %g s unless it stops",
-                            job.envelope.name, job.envelope.id, self.cancel_grace)
-
-    def _enforce_time_limits(self, now: float) -> None:
-        for item in list(self._held.copy().values()):
-            if not isinstance(item, Job) or not item.started:
-                continue
-            if item.interrupted:
-                if item.interrupted_at and now - item.interrupted_at > self.terminate_after:
-                    self._terminate(item)
-                continue
-            if item.cancelled and now >= item.cancel_deadline:
-                item.interrupted, item.interrupted_at = True, now
-                self._interrupt(item, TaskCancelled)
-                continue
-            limit = item.task.options.time_limit
-            if limit is not None and now - item.started > limit and not item.task.is_async:
-                item.interrupted, item.interrupted_at = True, now
-                log.warning("task %s %s exceeded its time limit of %g s; interrupting it",
-                            item.envelope.name, item.envelope.id, limit)
-                self._interrupt(item, TimeLimitExceeded)
-
-    def _terminate(self, job: Job) -> None:
-        """A task still running TERMINATE_AFTER seconds after it was interrupted is blocked outside
-        Python (a C call, a socket without a timeout), where no exception reaches it. Settle it now as
-        what it was interrupted for; then, in a supervised process, stop at once (the supervisor starts
-        a fresh one: the stuck thread dies with this process), else replace the executor thread it holds."""
-        job.interrupted_at = 0.0  # once
-        env = job.envelope
-        error: BaseException = (TaskCancelled(f"{env.name} was cancelled while running") if job.cancelled else
-                                TimeLimitExceeded(f"{env.name} ran longer than its time limit of "
-                                                  f"{job.task.options.time_limit:g} s"))
         log.error("task %s %s did not stop within %g s of being interrupted (blocked outside Python?); "
                   "settling it as %s and %s", env.name, env.id, self.terminate_after, type(error).__name__,
                   "restarting this worker process" if self._supervisor_pid else "replacing its thread")
@@ -617,13 +369,10 @@ class Worker:
             t.start()
             self._threads.append(t)
 
-    def _interrupt(self, job: Job, error: type[BaseException]) -> None:
-        """Raise `error` inside a running sync task's thread, or cancel an async task's coroutine."""
-        future = job.extra.get("future")
-        if future is not None:
-            future.cancel()
-        elif job.thread_id:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(job.thread_id), ctypes.py_object(error))
+    def _orphaned(self) -> None:
+        if not self._stopping:
+            log.error("supervisor %d is gone; stopping", self._supervisor_pid)
+            self.stop()
 
     def info(self) -> WorkerInfo:
         running = [h.envelope.id for h in self._held.copy().values() if isinstance(h, Job) and h.started]
@@ -679,7 +428,7 @@ class Worker:
         self._beat_thread.join(timeout=5)  # its last flush or heartbeat lands before ours
         if self.events is not None:
             self.events.emit("worker-offline")
-            self._flush_events()
+            self._upkeep.flush_events()
         try:
             self.broker.worker_gone(self.id)
         except ChuteError:
@@ -687,7 +436,15 @@ class Worker:
         log.info("worker %s stopped: %d processed, %d failed", self.id, self.processed, self.failed)
 
 
-def _fields(env: Envelope, duration: float, state: str, error: str) -> dict[str, Any]:
-    """The structured fields of a task outcome line (`--log-format json` prints them)."""
-    return {"task_id": env.id, "task": env.name, "queue": env.queue, "attempt": env.attempt,
-            "duration_ms": round(duration * 1000, 3), "state": state, "error": error}
+class _Pairing(NamedTuple):
+    acks_with_results: bool  # ack(deliveries, records) writes both in one transaction
+    cancellation_at_fetch: bool  # each Delivery says whether its task was cancelled
+
+
+def _pairing(app: App) -> _Pairing:
+    """What the broker does natively as the App's result store too: the one place that asks the
+    broker by attribute name (the App is to declare it as `app.pairing`)."""
+    store: object = app.results
+    paired = store is app.broker
+    return _Pairing(paired and bool(getattr(app.broker, "acks_with_results", False)),
+                    paired and bool(getattr(app.broker, "checks_cancellation_at_fetch", False)))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from ..errors import TimeLimitExceeded
-from .job import Job, Outcome, SuspectGate, _current, suspect_poison
+from .job import Job, Outcome, SuspectGate
+from .run import admission, begin, drive_async, finish
 
 if TYPE_CHECKING:
     from ..app import App
@@ -49,33 +49,24 @@ class AsyncRunner:
             raise
 
     async def _run_job(self, job: Job, app: App) -> None:
-        env, hooks = job.envelope, app.hooks
-        job.started = time.monotonic()
-        if job.suspect:
-            poison = await asyncio.to_thread(suspect_poison, app, job)
-            if poison is not None:
-                self._complete(Outcome(job, None, poison, "", 0.0))
-                return
-        rate = job.task.options.rate_limit
-        while rate is not None and (
-                wait := await asyncio.to_thread(app.results.take_token, f"chute.rate:{job.task.name}", rate, 1.0)):
-            await asyncio.sleep(wait)
-        _current.set(job)  # this coroutine runs in a context of its own
-        limit = job.task.options.time_limit
+        plan = admission(job, app)
+        if plan is not None and (refused := await drive_async(plan)) is not None:
+            self._complete(refused)
+            return
+        env, limit = job.envelope, job.task.options.time_limit
+        begin(job)  # no reset: this coroutine runs in a context of its own
         try:
-            if hooks.wraps_tasks:
-                hooks.task_started(job)
+            if app.hooks.wraps_tasks:
+                app.hooks.task_started(job)
             coro = job.task.fn(*env.args, **env.kwargs)
             value = await (coro if limit is None else asyncio.wait_for(coro, limit))
         except asyncio.TimeoutError:
             exc = TimeLimitExceeded(f"{env.name} ran longer than its time limit of {limit:g} s")
-            outcome = Outcome(job, None, exc, "", time.monotonic() - job.started)
+            outcome = finish(job, app, None, exc)
         except BaseException as exc:  # noqa: BLE001 - recorded as the task's failure
-            outcome = Outcome(job, None, exc, traceback.format_exc(), time.monotonic() - job.started)
+            outcome = finish(job, app, None, exc, traceback.format_exc())
         else:
-            outcome = Outcome(job, value, None, "", time.monotonic() - job.started)
-        if hooks.wraps_tasks:
-            hooks.task_finished(job, outcome.error, outcome.value)
+            outcome = finish(job, app, value)
         self._complete(outcome)
 
     def close(self) -> None:
