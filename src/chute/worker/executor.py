@@ -1,20 +1,25 @@
-"""AsyncRunner: one event loop on its own thread that runs every `async def` task of a worker."""
+"""Where a worker runs its jobs: executor threads, inline, and one event loop for `async def` tasks."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TimeLimitExceeded
 from .job import Job, Outcome, SuspectGate
-from .run import admission, begin, drive_async, finish
+from .run import admission, begin, drive_async, finish, run_entered, run_sync
+from .speed import Speeds
 
 if TYPE_CHECKING:
     from ..app import App
+
+_STOP = object()
+INLINE_BATCH_SECONDS, INLINE_BATCH_MAX = 0.005, 512  # a batch of proven-fast tasks: claimed together, run here
 
 
 class AsyncRunner:
@@ -74,3 +79,88 @@ class AsyncRunner:
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+class Executors:
+    """Where jobs run: on `concurrency` threads, inline on the consumer's thread (a sync task proven
+    fast here: cheaper than a hand-off), or on the event loop (`async def` tasks)."""
+
+    def __init__(self, app: App, concurrency: int, prefetch: int, gate: SuspectGate, speeds: Speeds,
+                 complete: Callable[[Outcome], None]) -> None:
+        self.app, self.concurrency, self.prefetch = app, concurrency, prefetch
+        self.work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.inline_room = 0  # after a batch that ran entirely inline: how many to claim next time
+        self._gate, self._speeds, self._complete = gate, speeds, complete
+        self._threads: list[threading.Thread] = []
+        self._async: AsyncRunner | None = None
+
+    def start(self) -> None:
+        for i in range(self.concurrency):
+            self.add_thread(f"chute-exec-{i}")
+        if any(t.is_async for t in self.app.tasks.values()):
+            self._async = AsyncRunner(self._complete, self._gate)
+
+    def add_thread(self, name: str = "") -> None:
+        """Start an executor thread (also to replace one stuck in a task that ignored its interrupt)."""
+        t = threading.Thread(target=self._loop, name=name or f"chute-exec-r{len(self._threads)}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def runs_inline(self, job: Job) -> bool:
+        """True for a sync task that has proven fast here (and has no limit that needs a thread)."""
+        opts = job.task.options
+        if opts.time_limit is not None or opts.rate_limit is not None or job.suspect:
+            return False
+        return self._speeds.runs_inline(job.task.name)
+
+    def dispatch(self, jobs: list[Job]) -> list[Outcome]:
+        """Hand each job to where it runs; run the inline ones now and return their outcomes."""
+        inline: list[Job] = []
+        for job in jobs:
+            if job.task.is_async:
+                assert self._async is not None
+                job.extra["future"] = self._async.submit(job, self.app)
+            elif self.runs_inline(job):
+                inline.append(job)
+            else:
+                self.work.put(job)
+        ran: list[Outcome] = []
+        gate = self._gate
+        for job in inline:
+            if gate.try_enter(id(job)):
+                ran.append(run_entered(job, self.app, gate))
+            else:  # a suspect holds the gate and waits for us to settle: never wait for it here
+                self.work.put(job)
+        self.inline_room = self._inline_batch(inline) if inline and len(inline) == len(jobs) else 0
+        return ran
+
+    def _inline_batch(self, ran: list[Job]) -> int:
+        """How many messages to claim next when a whole batch ran inline: as many as run in a few
+        milliseconds, so a bigger batch costs no fairness (they are done before anyone could want them)."""
+        slowest = max(self._speeds.estimate(j.task.name) for j in ran)
+        return max(self.prefetch, min(INLINE_BATCH_MAX, int(INLINE_BATCH_SECONDS / max(slowest, 1e-6))))
+
+    def waiting(self) -> list[Job]:
+        """Take back every job no thread has picked up yet."""
+        jobs: list[Job] = []
+        while True:
+            try:
+                jobs.append(self.work.get_nowait())
+            except queue.Empty:
+                return jobs
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self.work.put(_STOP)
+        self._threads.clear()
+        if self._async is not None:
+            self._async.close()
+
+    def _loop(self) -> None:
+        work, app, gate = self.work, self.app, self._gate
+        while True:
+            job = work.get()
+            if job is _STOP:
+                return
+            job.thread_id = threading.get_ident()
+            self._complete(run_sync(job, app, gate))

@@ -1,4 +1,5 @@
-"""Settler: carries out a batch of settlements with as few round trips as the orderings allow.
+"""Settler: decides each finished message (settle.py) and carries the batch out with as few round
+trips as the orderings allow.
 
 Each ordering is one a reader relies on:
 - ack, fail, cancel: the record is stored before the ack, or with it in one transaction where the
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..brokers.base import Delivery
 from ..envelope import Envelope
@@ -22,8 +23,10 @@ from ..errors import ChuteError
 from ..events import EventBuffer
 from ..results import ResultRecord
 from ..states import State
+from .job import Job, Outcome, Reject
 from .outage import OutageLog
-from .settle import Ack, Cancelled, DeadLetter, Fail, Retry, Settlement
+from .settle import Ack, Cancelled, DeadLetter, Dropped, Fail, Retry, Settlement, decide
+from .speed import Speeds
 
 if TYPE_CHECKING:
     from ..app import App
@@ -34,17 +37,50 @@ AckWithResults = Callable[[Sequence[Delivery], Sequence[ResultRecord]], int]
 _KIND = {Ack: "succeeded", Retry: "retried", DeadLetter: "dead", Fail: "failed", Cancelled: "cancelled"}
 
 
+class Pairing(NamedTuple):
+    acks_with_results: bool  # ack(deliveries, records) writes both in one transaction
+    cancellation_at_fetch: bool  # each Delivery says whether its task was cancelled
+
+
+def pairing(app: App) -> Pairing:
+    """What the broker does natively as the App's result store too: the one place that asks the
+    broker by attribute name (the App is to declare it as `app.pairing`)."""
+    store: object = app.results
+    paired = store is app.broker
+    return Pairing(paired and bool(getattr(app.broker, "acks_with_results", False)),
+                   paired and bool(getattr(app.broker, "checks_cancellation_at_fetch", False)))
+
+
 class Settler:
     """Applies settlements; counts what it settled (`processed`, `failed`)."""
 
-    def __init__(self, app: App, events: EventBuffer | None, outage: OutageLog,
-                 ack_with_results: AckWithResults | None) -> None:
-        self.broker, self.results, self.hooks = app.broker, app.results, app.hooks
+    def __init__(self, app: App, events: EventBuffer | None, outage: OutageLog, acks_with_results: bool,
+                 held: dict[str, Job | Delivery], speeds: Speeds) -> None:
+        self.app, self.broker, self.results, self.hooks = app, app.broker, app.results, app.hooks
         self.events = events
+        self._held, self._speeds = held, speeds
         self._outage = outage
-        self._ack_with_results = ack_with_results
+        self._ack_with_results: AckWithResults | None = (  # the broker keeps the results: one transaction
+            app.broker.ack if acks_with_results else None)  # type: ignore[assignment]
         self.processed = 0
         self.failed = 0
+
+    def settle(self, items: Sequence[Outcome | Reject | Dropped]) -> None:
+        """Decide each (settle.py), then carry the batch out."""
+        now, codec, ttl, speeds = time.time(), self.app.codec, self.app.result_ttl, self._speeds
+        batch: list[Settlement] = []
+        for item in items:
+            if isinstance(item, Outcome):
+                job = item.job
+                if self._held.pop(job.delivery.id, None) is None:
+                    continue  # already released (shutdown) or settled by the time-limit watchdog
+                if item.error is None and not job.task.is_async:
+                    speeds.record(job.envelope.name, item.duration, inline=not job.thread_id)
+            try:
+                batch.append(decide(item, codec, ttl, now))
+            except ChuteError as exc:  # a retry too large to send: it runs again once its lease ends
+                self._outage.error("could not settle a failed task: %s; it will be redelivered", exc)
+        self.apply(batch)
 
     def apply(self, batch: Sequence[Settlement]) -> None:
         acks: list[Settlement] = []
