@@ -53,7 +53,7 @@ async def measure(app: chute.App, noop: chute.Task[..., None], n: int) -> None:
     await asyncio.to_thread(noop.delay, 0)
     print(f"{'batch':>6} {'async ms/batch':>15} {'loop µs/msg':>12} {'thread ms/batch':>16} {'process µs/msg':>15}")
     for size in (1, 20, 50, 500):
-        outs = [app._envelope(noop, (i,), {}, {}, time.time())[1] for i in range(size)]
+        outs = [app.producer.envelope(noop, (i,), {}, {}, time.time())[1] for i in range(size)]
         rounds = max(1, n // size)
         t, cpu = time.perf_counter(), time.thread_time()
         for _ in range(rounds):

@@ -144,7 +144,7 @@ def test_unknown_task_is_dead_lettered_and_others_still_run(app: chute.App) -> N
 
     other = chute.App("memory://")
     ghost = other.task(name="not.registered.here")(lambda: None)
-    body = other.codec.encode(other._envelope(ghost, (), {}, {}, time.time())[0])
+    body = other.codec.encode(other.producer.envelope(ghost, (), {}, {}, time.time())[0])
     before = known.delay(1)
     app.broker.publish([Outgoing("default", "ghost-1", body)])
     after = known.delay(2)

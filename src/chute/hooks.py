@@ -2,6 +2,7 @@
 
 Subclass Middleware, override the hooks you need, and `app.hooks.add(instance)`. Hooks run in
 the order added; `task_finished` runs in reverse order, so a hook pair nests like a context.
+Advancing a workflow is one of them (`worker/advance.py`, a success hook): the settling code never names it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ class Middleware:
     def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
         """Runs in the executing thread right after the task function returns or raises."""
 
+    def wants_success(self, job: Job) -> bool:
+        """Whether `after_success` must see this job once it succeeds (only such a job gives up having
+        its result written in the same transaction as its acknowledgement)."""
+        return False
+
+    def after_success(self, job: Job, value: Any) -> None:
+        """Runs in the worker's settling thread for a job `wants_success` claimed: after its SUCCEEDED
+        record is stored, before its message is acknowledged. A ChuteError leaves the message
+        unacknowledged, so the task runs again: do only what is safe to repeat."""
+
 
 class Hooks:
     """The App's middleware list, with one fan-out method per hook."""
@@ -40,6 +51,7 @@ class Hooks:
         self.items: list[Middleware] = []
         self._publish: list[Middleware] = []
         self._tasks: list[Middleware] = []
+        self._success: list[Middleware] = []
 
     def add(self, middleware: Middleware) -> None:
         self.items.append(middleware)
@@ -48,6 +60,13 @@ class Hooks:
             self._publish.append(middleware)
         if kind.task_started is not Middleware.task_started or kind.task_finished is not Middleware.task_finished:
             self._tasks.append(middleware)
+        if kind.after_success is not Middleware.after_success:
+            self._success.append(middleware)
+
+    def ensure(self, middleware: Middleware) -> None:
+        """Add `middleware` unless one of its class is in already (a default several parts rely on)."""
+        if not any(type(m) is type(middleware) for m in self.items):
+            self.add(middleware)
 
     @property
     def wraps_tasks(self) -> bool:
@@ -72,3 +91,14 @@ class Hooks:
     def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
         for m in reversed(self._tasks):
             m.task_finished(job, error, value)
+
+    def wants_success(self, job: Job) -> bool:
+        for m in self._success:  # on every success: a plain loop, no generator
+            if m.wants_success(job):
+                return True
+        return False
+
+    def after_success(self, job: Job, value: Any) -> None:
+        for m in self._success:
+            if m.wants_success(job):
+                m.after_success(job, value)

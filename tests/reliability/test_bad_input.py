@@ -56,7 +56,7 @@ def test_fuzzed_messages_between_valid_ones(url: str, ledger: Path) -> None:
     rng = random.Random(int(os.environ.get("CHUTE_CHAOS_SEED", "11")))
     app = chute.App(url)
     work = app.task(name="apps.chaos.work")(lambda ms: None)
-    valid = app.codec.encode(app._envelope(work, (0,), {}, {}, time.time())[0])
+    valid = app.codec.encode(app.producer.envelope(work, (0,), {}, {}, time.time())[0])
     ids: set[str] = set()
     bad: list[Outgoing] = []
     for i in range(scale(2000, 10_000)):

@@ -31,15 +31,15 @@ def test_tampered_and_unsigned_messages_are_dead_lettered(url: str) -> None:
     valid = [f.delay(i) for i in range(n)]
     tampered = []
     for i in range(n, 2 * n):  # one flipped bit anywhere in the signed bytes or the signature
-        body = bytearray(app.codec.encode(app._envelope(f, (i,), {}, {}, 0.0)[0]))
+        body = bytearray(app.codec.encode(app.producer.envelope(f, (i,), {}, {}, 0.0)[0]))
         bit = rng.randrange(len(body) * 8)
         body[bit // 8] ^= 1 << (bit % 8)
         tampered.append(Outgoing("default", f"t{i}", bytes(body)))
     plain = chute.App(url)
     plain_f = plain.task(name="f")(lambda i: None)
-    unsigned = [Outgoing("default", f"u{i}", plain.codec.encode(plain._envelope(plain_f, (i,), {}, {}, 0.0)[0]))
+    unsigned = [Outgoing("default", f"u{i}", plain.codec.encode(plain.producer.envelope(plain_f, (i,), {}, {}, 0.0)[0]))
                 for i in range(2 * n, 2 * n + n // 10)]
-    assert MARK in app.codec.encode(app._envelope(f, (0,), {}, {}, 0.0)[0])
+    assert MARK in app.codec.encode(app.producer.envelope(f, (0,), {}, {}, 0.0)[0])
     app.broker.publish(tampered + unsigned)
     with worker_thread(app, concurrency=4):
         wait_for(lambda: all(r.ready() for r in valid) and len(app.broker.dead_letters(limit=5 * n)) == n + n // 10,

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from ..brokers.base import Delivery
 from ..envelope import Envelope
 from ..states import State
-from .job import Job, error_info, result_record, run_sync
+from .job import Job, error_info, result_record
+from .run import run_sync
 
 if TYPE_CHECKING:
     from ..core import Core

@@ -1,21 +1,19 @@
-"""One message's path through a worker, as small steps: decode → check → run → decide.
+"""One message's path through a worker, as small steps: decode → check → run (run.py) → decide (settle.py).
 
 Each step is a plain function so it can be tested alone; the consumer strings them together.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..brokers.base import Delivery
 from ..envelope import Envelope
-from ..errors import DecodeError, Retry, TaskExpired, UnsupportedVersion, WorkerLost
+from ..errors import DecodeError, TaskExpired, UnsupportedVersion, WorkerLost
 from ..results import ErrorInfo, ResultRecord
 from ..signing import BadSignature
 from ..states import State
@@ -188,56 +186,6 @@ def suspect_poison(app: Core, job: Job) -> WorkerLost | None:
                       f"(max_deliveries={app.max_deliveries}); not run again")
 
 
-def run_sync(job: Job, app: Core, gate: SuspectGate | None = None) -> Outcome:
-    """Call a sync task's function in this thread (alone, through `gate`, if it is a suspect).
-
-    Through a gate, the job is still in it when this returns: settling its outcome leaves it.
-    """
-    if gate is not None:
-        gate.enter(id(job), job.suspect)
-    return run_entered(job, app, gate)
-
-
-def run_entered(job: Job, app: Core, gate: SuspectGate | None) -> Outcome:
-    """Call a sync task's function once the job is in `gate` (it leaves at once only on an error
-    that produced no outcome to settle)."""
-    suspect = job.suspect
-    try:
-        return _run_sync(job, app, suspect)
-    except BaseException:
-        if gate is not None:
-            gate.leave(id(job), suspect)
-        raise
-
-
-def _run_sync(job: Job, app: Core, suspect: bool) -> Outcome:
-    hooks = app.hooks
-    env = job.envelope
-    if suspect:
-        poison = suspect_poison(app, job)
-        if poison is not None:
-            return Outcome(job, None, poison, "", 0.0)
-    rate = job.task.options.rate_limit
-    while rate is not None and (wait := app.results.take_token(f"chute.rate:{job.task.name}", rate, 1.0)):
-        time.sleep(wait)
-    job.started = time.monotonic()  # time limits count from here, not from the wait for a token
-    token = _current.set(job)
-    try:
-        if hooks.wraps_tasks:
-            hooks.task_started(job)
-        value = job.task.fn(*env.args, **env.kwargs)
-    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, never swallowed
-        outcome = Outcome(job, None, exc, traceback.format_exc(), time.monotonic() - job.started)
-        if hooks.wraps_tasks:
-            hooks.task_finished(job, exc, None)
-        return outcome
-    finally:
-        _current.reset(token)
-    if hooks.wraps_tasks:
-        hooks.task_finished(job, None, value)
-    return Outcome(job, value, None, "", time.monotonic() - job.started)
-
-
 def _qualname(cls: type) -> str:
     module = cls.__module__
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
@@ -247,25 +195,13 @@ def error_info(exc: BaseException, tb: str) -> ErrorInfo:
     return ErrorInfo(_qualname(type(exc)), str(exc), tb)
 
 
-def retry_delay(job: Job, exc: BaseException) -> float | None:
-    """Seconds until the next attempt, or None if the task is out of retries.
-
-    The worker's own declaration of the task decides (`retries=`), not the producer's copy in the
-    envelope: redeploying workers with a new policy applies it to messages already queued.
-    """
-    env, opts = job.envelope, job.task.options
-    if env.attempt >= opts.retries:
-        return None
-    if isinstance(exc, Retry) and exc.countdown is not None:
-        return max(0.0, exc.countdown)
-    base: float = min(opts.max_backoff, opts.retry_backoff * (2 ** env.attempt))
-    if opts.retry_jitter:
-        base *= random.uniform(1 - opts.retry_jitter, 1 + opts.retry_jitter)
-    return base
-
-
 def result_record(app: Core, env: Envelope, state: State, *, value: bytes | None = None,
                   error: ErrorInfo | None = None, now: float | None = None) -> ResultRecord:
-    now = time.time() if now is None else now
-    return ResultRecord(env.id, state, env.name, env.queue, value, app.codec.name, error, env.attempt, now,
-                        now + app.result_ttl if app.result_ttl else None)
+    return record_of(env, state, app.codec.name, app.result_ttl, time.time() if now is None else now, value, error)
+
+
+def record_of(env: Envelope, state: State, codec: str, ttl: float, now: float, value: bytes | None = None,
+              error: ErrorInfo | None = None) -> ResultRecord:
+    """The record of `env` in `state` at `now`, expiring `ttl` seconds later (never for 0)."""
+    return ResultRecord(env.id, state, env.name, env.queue, value, codec, error, env.attempt, now,
+                        now + ttl if ttl else None)
