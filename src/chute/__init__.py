@@ -1,6 +1,7 @@
 """chute: background tasks, durable queues and workflows for Python web applications."""
 
 from .app import App
+from .canvas import DAG, chain, chord, group
 from .envelope import Envelope
 from .errors import (
     AppImportError,
@@ -29,7 +30,6 @@ from .hooks import Middleware
 from .states import State
 from .task import Signature, Task, TaskResult
 from .worker.job import current_job
-from .workflows import DAG, chain, chord, group
 
 __version__ = "0.1.0"
 

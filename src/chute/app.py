@@ -10,15 +10,17 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .brokers.store import Store
+from .canvas import Signature
 from .core import Core, Subscriber
 from .envelope import DEFAULT_MAX_MESSAGE_SIZE, CodecName
 from .errors import ConfigurationError
 from .handle import TaskResult
 from .options import QueueLimit, Seconds, TaskOptions, check_priority, parse_rate, seconds
 from .producer import Producer
-from .task import Signature, Task
+from .task import Task
 
 if TYPE_CHECKING:
+    from .canvas import Canvas
     from .workflows import Workflow
 
 P = ParamSpec("P")
@@ -174,6 +176,12 @@ class App(Core):
     async def send_many_async(self, calls: Sequence[Signature]) -> list[TaskResult[Any]]:
         """`send_many` for asyncio code: one batch, without blocking the event loop."""
         return await self.producer.send_many_async(calls)
+
+    def start_workflow(self, canvas: Canvas) -> Workflow:
+        """Start a chain, group, chord or DAG (what `canvas.run(app)` does); return its handle."""
+        from .workflows import start
+
+        return start(self, canvas)
 
     def workflow(self, workflow_id: str) -> Workflow:
         """A handle on a workflow started earlier: its state, its steps' states, its result."""

@@ -7,12 +7,41 @@ Advancing a workflow is one of them (`worker/advance.py`, a success hook): the s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .envelope import Envelope
-    from .worker.consumer import Worker
-    from .worker.job import Job
+from .envelope import Envelope
+
+
+class JobView(Protocol):
+    """What a hook sees of a running task (chute.worker.job.Job)."""
+
+    @property
+    def envelope(self) -> Envelope:
+        """The message as sent: id, task name, arguments, headers, attempt, workflow link."""
+        ...
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Scratch space for middleware, kept from `task_started` to `task_finished`."""
+        ...
+
+    @property
+    def cancelled(self) -> bool:
+        """Someone cancelled this task while it ran."""
+        ...
+
+
+class WorkerView(Protocol):
+    """What a hook sees of a worker process (chute.worker.Worker)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def queues(self) -> list[str]: ...
+
+    @property
+    def concurrency(self) -> int: ...
 
 
 class Middleware:
@@ -21,24 +50,24 @@ class Middleware:
     def before_publish(self, envelope: Envelope) -> None:
         """Runs in the producer before a message is encoded; may set headers."""
 
-    def worker_started(self, worker: Worker) -> None:
+    def worker_started(self, worker: WorkerView) -> None:
         """Runs in each worker process once it is ready to fetch."""
 
-    def worker_stopping(self, worker: Worker) -> None:
+    def worker_stopping(self, worker: WorkerView) -> None:
         """Runs in each worker process when it begins to shut down."""
 
-    def task_started(self, job: Job) -> None:
+    def task_started(self, job: JobView) -> None:
         """Runs in the executing thread just before the task function is called."""
 
-    def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
+    def task_finished(self, job: JobView, error: BaseException | None, value: Any) -> None:
         """Runs in the executing thread right after the task function returns or raises."""
 
-    def wants_success(self, job: Job) -> bool:
+    def wants_success(self, job: JobView) -> bool:
         """Whether `after_success` must see this job once it succeeds (only such a job gives up having
         its result written in the same transaction as its acknowledgement)."""
         return False
 
-    def after_success(self, job: Job, value: Any) -> None:
+    def after_success(self, job: JobView, value: Any) -> None:
         """Runs in the worker's settling thread for a job `wants_success` claimed: after its SUCCEEDED
         record is stored, before its message is acknowledged. A ChuteError leaves the message
         unacknowledged, so the task runs again: do only what is safe to repeat."""
@@ -76,29 +105,29 @@ class Hooks:
         for m in self._publish:
             m.before_publish(envelope)
 
-    def worker_started(self, worker: Worker) -> None:
+    def worker_started(self, worker: WorkerView) -> None:
         for m in self.items:
             m.worker_started(worker)
 
-    def worker_stopping(self, worker: Worker) -> None:
+    def worker_stopping(self, worker: WorkerView) -> None:
         for m in self.items:
             m.worker_stopping(worker)
 
-    def task_started(self, job: Job) -> None:
+    def task_started(self, job: JobView) -> None:
         for m in self._tasks:
             m.task_started(job)
 
-    def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
+    def task_finished(self, job: JobView, error: BaseException | None, value: Any) -> None:
         for m in reversed(self._tasks):
             m.task_finished(job, error, value)
 
-    def wants_success(self, job: Job) -> bool:
+    def wants_success(self, job: JobView) -> bool:
         for m in self._success:  # on every success: a plain loop, no generator
             if m.wants_success(job):
                 return True
         return False
 
-    def after_success(self, job: Job, value: Any) -> None:
+    def after_success(self, job: JobView, value: Any) -> None:
         for m in self._success:
             if m.wants_success(job):
                 m.after_success(job, value)

@@ -7,8 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
-import msgspec
-
+from .canvas import Signature
 from .handle import TaskResult, rebuild_exception
 from .options import Seconds, TaskOptions, When, seconds, timestamp
 
@@ -34,25 +33,6 @@ class Host(Protocol):
 
     @property
     def producer(self) -> Sender: ...
-
-
-class Signature(msgspec.Struct, frozen=True):
-    """A task call not sent yet: what `task.s(...)` returns and `app.send_many` takes."""
-
-    task: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
-    options: dict[str, Any] = msgspec.field(default_factory=dict)
-
-    def set(self, **options: Any) -> Signature:
-        """A copy with send options (countdown, eta, priority, queue, idempotency_key, …) added."""
-        return Signature(self.task, self.args, self.kwargs, {**self.options, **options})
-
-    def __or__(self, other: Any) -> Any:
-        """`a.s() | b.s()` is chain(a.s(), b.s()); a group on the left makes a chord."""
-        from .workflows import One
-
-        return One(self) | other
 
 
 class Task(Generic[P, R]):

@@ -21,8 +21,7 @@ from typing import Any
 from flask import Flask
 
 from ..errors import ConfigurationError
-from ..hooks import Middleware
-from ..worker.job import Job
+from ..hooks import JobView, Middleware
 from .config import DeferredApp, app_options
 
 
@@ -54,12 +53,12 @@ class AppContext(Middleware):
     def __init__(self, app: Flask) -> None:
         self.app = app
 
-    def task_started(self, job: Job) -> None:
+    def task_started(self, job: JobView) -> None:
         ctx = self.app.app_context()
         ctx.push()
         job.extra["flask.app_context"] = ctx
 
-    def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
+    def task_finished(self, job: JobView, error: BaseException | None, value: Any) -> None:
         ctx = job.extra.pop("flask.app_context", None)
         if ctx is not None:
             ctx.pop(error)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..hooks import Middleware
+from ..hooks import JobView, Middleware
 from ..workflows import advance
 
 if TYPE_CHECKING:
     from ..core import Core
-    from .job import Job
+
 
 
 class Advance(Middleware):
@@ -22,10 +22,10 @@ class Advance(Middleware):
     def __init__(self, app: Core) -> None:
         self.app = app
 
-    def wants_success(self, job: Job) -> bool:
+    def wants_success(self, job: JobView) -> bool:
         return job.envelope.workflow is not None
 
-    def after_success(self, job: Job, value: Any) -> None:
+    def after_success(self, job: JobView, value: Any) -> None:
         link = job.envelope.workflow
         assert link is not None
         advance(self.app, link)

@@ -8,8 +8,7 @@ from typing import Any
 from django.apps import AppConfig
 
 from ...app import App
-from ...hooks import Middleware
-from ...worker.job import Job
+from ...hooks import JobView, Middleware
 from ..config import app_options
 
 _lock = threading.Lock()
@@ -33,12 +32,12 @@ def get_app() -> App:
 class DatabaseConnections(Middleware):
     """What Django does around a request, around each task: close connections that are stale or broken."""
 
-    def task_started(self, job: Job) -> None:
+    def task_started(self, job: JobView) -> None:
         from django.db import close_old_connections
 
         close_old_connections()
 
-    def task_finished(self, job: Job, error: BaseException | None, value: Any) -> None:
+    def task_finished(self, job: JobView, error: BaseException | None, value: Any) -> None:
         from django.db import close_old_connections
 
         close_old_connections()
