@@ -15,7 +15,8 @@ import weakref
 from ...errors import InvalidURL
 from ..base import Features
 from ..shared import choice, url_options
-from .pool import Pool, close
+from ..store import Store
+from .pool import Pool, finalize
 from .queue import SQLiteQueue
 from .schema import boot_id, prepare
 from .watch import WalWatch
@@ -65,7 +66,7 @@ class SQLiteBroker(SQLiteQueue):
         self._pool = Pool(path, busy_timeout, synchronous.upper())
         self._watch = WalWatch(f"{path}-wal")
         self._looking = threading.local()
-        self._finalizer = weakref.finalize(self, close, self._pool, self._watch)
+        self._finalizer = weakref.finalize(self, finalize, self._pool, self._watch)
         self._wall = time.time
         boot = boot_id()
         # Leases: CLOCK_MONOTONIC is one clock for every process of a boot, immune to wall-clock jumps;
@@ -87,6 +88,15 @@ class SQLiteBroker(SQLiteQueue):
         if not os.path.isdir(parent):
             raise InvalidURL(f"{url!r}: folder {parent} does not exist")
         return cls(path, url=url, **options)
+
+    def bind(self, store: Store) -> None:
+        pass  # it keeps its own bookkeeping
+
+    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        return {}, {}  # counted in `stats`
+
+    def stopped(self, worker_id: str) -> None:
+        pass  # it prefetches nothing
 
     def close(self) -> None:
         self._finalizer()

@@ -108,7 +108,7 @@ def transaction(conn: sqlite3.Connection, where: str) -> Iterator[sqlite3.Connec
         raise
 
 
-def close(pool: Pool, watch: WalWatch) -> None:
+def finalize(pool: Pool, watch: WalWatch) -> None:
     """What the broker's finalizer runs: its idle connections and its log watch go."""
     pool.close()
     watch.close()

@@ -20,7 +20,6 @@ from ...errors import QueueFull
 from ...results import ResultRecord
 from ..base import DeadLetter, Delivery, Outgoing, QueueStats
 from ..shared import fan_out, idempotency_slot, ids_of, unrouted_key
-from ..store import Store
 from .schema import DELAYED, LEASED, READY
 from .store import SQLiteStore, write_results
 from .watch import IdleLooks
@@ -248,12 +247,3 @@ class SQLiteQueue(SQLiteStore):
         where, params = self._dead_filter(queue, ids)
         with self._write() as c:
             return c.execute(f"DELETE FROM chute_messages WHERE {where}", params).rowcount
-
-    def bind(self, store: Store) -> None:
-        pass  # it keeps its own bookkeeping
-
-    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
-        return {}, {}  # counted in `stats`
-
-    def stopped(self, worker_id: str) -> None:
-        pass  # it prefetches nothing
