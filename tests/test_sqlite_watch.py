@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import chute
-from chute.brokers import sqlite_watch
 from chute.brokers.sqlite import SQLiteBroker
-from chute.brokers.sqlite_watch import WalWatch
+from chute.brokers.sqlite import watch as sqlite_watch
+from chute.brokers.sqlite.watch import WalWatch
 from helpers import TESTS, env_for, idle_cpu_share, start_worker, stop, wait_for
 
 pytestmark = [pytest.mark.timing, pytest.mark.timeout(60),  # wake-up latencies and CPU shares

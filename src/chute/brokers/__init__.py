@@ -4,7 +4,7 @@ are also a Store, and RabbitMQ's App keeps its store elsewhere (`open_store`).""
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..errors import InvalidURL
 from .base import DeadLetter, Delivery, Features, Outgoing, Queue, QueueStats
@@ -74,27 +74,7 @@ def open_broker(url: str) -> Queue:
     if scheme == "sqlite":
         from .sqlite import SQLiteBroker
 
-        rest = url.split("://", 1)[1]
-        if not rest.startswith("/") or len(rest) < 2:
-            raise InvalidURL(f"{url!r}: a SQLite URL is sqlite:///relative/path.db (three slashes) or "
-                             "sqlite:////absolute/path.db (four)")
-        path, _, query = rest[1:].partition("?")
-        options = dict(parse_qsl(query))
-        unknown = set(options) - {"synchronous", "busy_timeout"}
-        if unknown:
-            raise InvalidURL(f"{url!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                             "known: synchronous=normal|full, busy_timeout=SECONDS")
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise InvalidURL(f"{url!r}: folder {parent} does not exist")
-        try:
-            busy = float(options.get("busy_timeout", 60))
-        except ValueError:
-            raise InvalidURL(f"{url!r}: busy_timeout must be a number of seconds") from None
-        try:
-            return SQLiteBroker(path, synchronous=options.get("synchronous", "normal"), busy_timeout=busy, url=url)
-        except ValueError as exc:
-            raise InvalidURL(f"{url!r}: {exc}") from None
+        return SQLiteBroker.from_url(url)
     if scheme in ("redis", "rediss"):
         try:
             from .redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]

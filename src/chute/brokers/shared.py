@@ -132,7 +132,7 @@ def url_options(url: str, known: Mapping[str, Callable[[str], Any]], *, shown: s
     """A URL's query options, each parsed by its parser in `known` (a ValueError becomes InvalidURL naming
     the option). Unknown options are an InvalidURL listing the known ones, unless `passthrough`: then they
     are returned apart, as given, for the driver (pika's own options). `shown` is the masked URL."""
-    given = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+    given = dict(parse_qsl(urlsplit(url).query))  # a blank value means the default, as before
     parsed: dict[str, Any] = {}
     rest: dict[str, str] = {}
     for name, text in given.items():
