@@ -61,16 +61,18 @@ class DeadLetters:
                     if self._topology.count(link, dead_queue(q)) is not None:
                         moved += int(link.admin().queue_purge(dead_queue(q)).method.message_count)
                     continue
-                while True:  # in chunks when taking all; in one pass when picking ids
-                    browsed = self._browse(link, q, 500 if wanted is None else 1 << 30)
+                # all: in chunks, only the letters there now (a replayed task that fails again while we
+                # work is a new letter, not replayed twice); by ids: in one pass
+                left = 1 << 30 if wanted is not None else self._topology.count(link, dead_queue(q)) or 0
+                while left > 0:
+                    browsed = self._browse(link, q, left if wanted is not None else min(500, left))
                     chosen = [(tag, d, props) for tag, d, props in browsed if wanted is None or d.id in wanted]
                     if replay and chosen:
                         self._replay(link, [Outgoing(q, d.id, d.body, int(props.priority or 0))
                                             for _, d, props in chosen])
                     self._end_browse(link, q, [tag for tag, _, _ in chosen])
                     moved += len(chosen)
-                    if wanted is not None or not browsed:
-                        break
+                    left = 0 if wanted is not None or not browsed else left - len(browsed)
         return moved
 
     def _replay(self, link: Link, outs: list[Outgoing]) -> None:
