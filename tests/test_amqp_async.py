@@ -18,7 +18,7 @@ import pytest
 import amqp_server
 import chute
 from chute import State
-from chute.brokers import amqp_async
+from chute.brokers.amqp import aio, aio_batch
 from chute.errors import BrokerError, QueueFull
 from conftest import broker_url
 from helpers import worker_thread
@@ -76,7 +76,7 @@ def test_async_publish_goes_out_on_aio_pika_with_no_thread(vhost: str, tmp_path:
             raise AssertionError("a thread was used")
 
         monkeypatch.setattr(asyncio, "to_thread", no_thread)
-        monkeypatch.setattr(app.broker, "_send", no_thread)  # pika's publish: not used either
+        monkeypatch.setattr(app.broker._sender, "send", no_thread)  # type: ignore[attr-defined]  # pika's publish: not used either
         with worker_thread(app, queues=["default", "chute.group.billing"]):
             out = asyncio.run(native())
         app.close()
@@ -89,7 +89,7 @@ def test_async_publish_goes_out_on_aio_pika_with_no_thread(vhost: str, tmp_path:
 def test_one_publish_per_message_where_batching_is_unavailable(vhost: str, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """aiormq's own basic_publish, used if its channel bookkeeping ever changes shape: the same outcome."""
-    monkeypatch.setattr(amqp_async, "_can_batch", lambda channel: False)
+    monkeypatch.setattr(aio, "can_batch", lambda channel: False)
     app = app_for(vhost, tmp_path)
 
     @app.task
@@ -117,11 +117,11 @@ def test_plain_messages_are_framed_byte_for_byte_as_pamqp_frames_them() -> None:
     for message_id in ("0190abcdef0123456789abcdef012345", "x", "é" * 10):
         for body in (b"a", b"x" * 1000):
             for mode, priority in ((2, 0), (2, 9), (1, 5)):
-                props = amqp_async.aiormq.spec.Basic.Properties(delivery_mode=mode, message_id=message_id,
-                                                                priority=priority)
+                props = aio_batch.aiormq.spec.Basic.Properties(delivery_mode=mode, message_id=message_id,
+                                                              priority=priority)
                 expected = pamqp.frame.marshal(ContentHeader(properties=props, body_size=len(body)), 3) + \
                     pamqp.frame.marshal(pamqp.body.ContentBody(body), 3)
-                assert amqp_async._plain_content(3, body, mode, priority, message_id) == expected
+                assert aio_batch.plain_content(3, body, mode, priority, message_id) == expected
 
 
 @pytest.mark.parametrize("side", ["sync", "async"])

@@ -1,21 +1,12 @@
-"""How the RabbitMQ broker talks AMQP from many threads: a pool of publishing connections and one
-consuming connection used under a lock.
-
-pika's BlockingConnection is not thread-safe. Producers publish from any thread, so each publish
-takes a connection of its own from a small pool (returned afterwards; idle ones are dropped before
-the server's heartbeat timeout could close them). The worker fetches and acks from its consumer
-thread and extends leases from its heartbeat thread: the consuming connection is used by one
-thread at a time (in practice the consumer thread, which so reads its own deliveries without a
-hand-off between threads), leases live apart under their own lock, and the heartbeat thread
-answers AMQP heartbeats whenever the connection is idle.
-"""
+"""The worker's consuming connection, used by one thread at a time: the consumer thread fetches and acks
+(and so reads its own deliveries without a hand-off), the heartbeat thread extends leases (kept apart,
+under their own lock) and answers AMQP heartbeats whenever the connection is idle."""
 
 from __future__ import annotations
 
 import collections
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,149 +15,12 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from ..errors import BrokerError, BrokerUnavailable
+from ...errors import BrokerError, BrokerUnavailable
+from .links import AMQP_ERRORS, close_quietly, describe
 
 log = logging.getLogger("chute.amqp")
-if logging.getLogger("pika").level == logging.NOTSET:
-    # pika logs every failed reconnect with a traceback; chute reports them itself (once, masked,
-    # as BrokerUnavailable), so pika speaks only if the application asked it to
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPConnectionError, OSError)
-AMQP_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 WINDOWS = 2  # basic.qos = 2 x a fetch's limit: the worker holds one window, the next is on its way
-REQUEST_TIMEOUT = 5.0  # seconds a publish waits for its confirms before BrokerUnavailable
 MAX_BACKOFF = 5.0  # seconds between reconnection attempts, at most
-
-
-def _noop() -> None:
-    pass
-
-
-class Link:
-    """One pooled connection: a channel in confirm mode that publishes without waiting per message,
-    and a channel for declarations, counts and dead-letter browsing (a channel error closes only it)."""
-
-    def __init__(self, params: pika.URLParameters) -> None:
-        self.conn = pika.BlockingConnection(params)
-        self.used = time.monotonic()
-        self._pub: Any = None
-        self._admin: Any = None
-        self._next_tag = 1
-        self._unconfirmed: set[int] = set()
-        self._nacked: set[int] = set()
-        self._returned: list[Any] = []
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self.conn.is_open)
-
-    def admin(self) -> Any:
-        """The channel for everything but publishing, reopened if a channel error closed it."""
-        if self._admin is None or not self._admin.is_open:
-            self._admin = self.conn.channel()
-        return self._admin
-
-    def _publisher(self) -> Any:
-        if self._pub is None or not self._pub.is_open:
-            ch = self.conn.channel()
-            selected: list[bool] = []
-
-            def on_select_ok(_frame: Any) -> None:
-                selected.append(True)
-                self.conn.call_later(0, _noop)  # a ready event: process_data_events returns now
-
-            # Confirm mode on pika's channel implementation, not BlockingChannel.confirm_delivery():
-            # that one waits after every message, and a batch must cost one wait.
-            ch._impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=on_select_ok)
-            ch._impl.add_on_return_callback(self._on_return)
-            self._wait(lambda: bool(selected), REQUEST_TIMEOUT, "confirm.select")
-            self._pub, self._next_tag = ch, 1
-            self._unconfirmed.clear()
-        return self._pub
-
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        tags = {t for t in self._unconfirmed if t <= method.delivery_tag} if method.multiple else {method.delivery_tag}
-        self._unconfirmed -= tags
-        if isinstance(method, pika.spec.Basic.Nack):
-            self._nacked |= tags
-        if not self._unconfirmed:
-            self.conn.call_later(0, _noop)  # a ready event: process_data_events returns now
-
-    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
-        self._returned.append(properties)  # basic.return comes before the message's confirm
-
-    def publish(self, messages: Sequence[tuple[str, str, bytes, Any]], timeout: float) -> tuple[list[int], list[Any]]:
-        """Publish (exchange, routing key, body, properties) messages, all mandatory, then wait once for
-        every confirm. Return the indexes the server nacked and the properties of returned messages."""
-        ch = self._publisher()
-        first = self._next_tag
-        self._nacked.clear()
-        self._returned.clear()
-        impl = ch._impl
-        for exchange, key, body, props in messages:
-            self._unconfirmed.add(self._next_tag)
-            self._next_tag += 1
-            impl.basic_publish(exchange, key, body, props, mandatory=True)
-        self._wait(lambda: not self._unconfirmed, timeout, f"confirms of {len(messages)} message(s)")
-        self.used = time.monotonic()
-        return sorted(t - first for t in self._nacked), list(self._returned)
-
-    def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BrokerUnavailable(f"RabbitMQ sent no {what} within {timeout:g} s")
-            self.conn.process_data_events(time_limit=min(left, 1.0))
-
-    def close(self) -> None:
-        try:
-            if self.conn.is_open:
-                self.conn.close()
-        except AMQP_ERRORS:
-            pass
-
-
-class Pool:
-    """Idle Links of one process, reused by whichever thread publishes next (a web server's
-    short-lived threads would otherwise each leave a connection open)."""
-
-    MAX_IDLE = 8
-
-    def __init__(self, params: pika.URLParameters) -> None:
-        self._params = params
-        self._idle: list[Link] = []
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        # an idle connection services no heartbeats: drop it well before the server would
-        heartbeat = params.heartbeat if isinstance(params.heartbeat, (int, float)) and params.heartbeat else 60
-        self._max_idle_age = max(1.0, heartbeat / 2)
-
-    def take(self) -> Link:
-        with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use or close
-                self._idle, self._pid = [], os.getpid()
-            while self._idle:
-                link = self._idle.pop()
-                if link.is_open and time.monotonic() - link.used < self._max_idle_age:
-                    return link
-                link.close()
-        return Link(self._params)
-
-    def give(self, link: Link) -> None:
-        with self._lock:
-            if link.is_open and self._pid == os.getpid() and len(self._idle) < self.MAX_IDLE:
-                self._idle.append(link)
-                return
-        link.close()
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-            mine = self._pid == os.getpid()
-        for link in idle if mine else ():
-            link.close()
 
 
 class Message:
@@ -188,8 +42,9 @@ class Held:
 
     __slots__ = ("msg", "claim", "deadline", "settling")
 
-    def __init__(self, msg: Message, claim: str, deadline: float) -> None:
-        self.msg, self.claim, self.deadline, self.settling = msg, claim, deadline, False
+    def __init__(self, msg: Message, claim: str, deadline: float, settling: bool = False) -> None:
+        self.msg, self.claim, self.deadline = msg, claim, deadline
+        self.settling = settling  # being acked, requeued or copied: no longer the claim's, nor to expire
 
 
 class Consumer:
@@ -217,8 +72,7 @@ class Consumer:
         self._seq = itertools.count()
         self._conn: Any = None
         self._ch: Any = None
-        self._retry_at = 0.0
-        self._backoff = 0.1
+        self._retry_at, self._backoff = 0.0, 0.1
         # set when something since the last sync may leave deliveries on their way to us that a
         # zero-timeout fetch must wait for: a new consumer or prefetch, a requeue, a publish
         self.unsynced = True
@@ -337,14 +191,6 @@ class Consumer:
         finally:
             self.io.release()
 
-    def settle_held(self, outcomes: Sequence[tuple[bool, Message]]) -> None:
-        """Take held messages out of `held` and ack (True) or requeue (False) them, in one go."""
-        with self.io:
-            with self.cond:
-                for _, m in outcomes:
-                    self.held.pop(m.tag, None)
-            self.settle([(ack, m.tag) for ack, m in outcomes])
-
     def stop(self) -> list[Message]:
         """Stop consuming; what was prefetched moves to `held`, marked settling, for the caller to give
         back (leased messages stay held)."""
@@ -363,18 +209,13 @@ class Consumer:
                 back = [m for buf in self.buffer.values() for m in buf]
                 self.buffer.clear()
                 for m in back:
-                    self.held[m.tag] = Held(m, "", 0.0)
-                    self.held[m.tag].settling = True
+                    self.held[m.tag] = Held(m, "", 0.0, settling=True)
             return back
 
     def close(self) -> None:
         with self.io:
             conn, self._conn, self._ch = self._conn, None, None
-            if conn is not None:
-                try:
-                    conn.close()
-                except AMQP_ERRORS:
-                    pass
+            close_quietly(conn)
 
     # -- internals (with `io` held) -----------------------------------------------------------------
     def _ensure(self) -> None:
@@ -392,12 +233,8 @@ class Consumer:
                 self._consume(q)
         except AMQP_ERRORS as exc:
             self._conn = self._ch = None
-            if conn is not None:
-                try:
-                    conn.close()
-                except AMQP_ERRORS:
-                    pass
-            self.down = _describe(exc)
+            close_quietly(conn)
+            self.down = describe(exc)
             self._retry_at = time.monotonic() + self._backoff  # reconnect with exponential backoff
             self._backoff = min(self._backoff * 2, MAX_BACKOFF)
             raise BrokerUnavailable(f"RabbitMQ at {self._url} is unreachable ({self.down})") from None
@@ -444,11 +281,7 @@ class Consumer:
         claim of this generation is void."""
         self.unsynced = True
         conn, self._conn, self._ch = self._conn, None, None
-        try:
-            if conn is not None and conn.is_open:
-                conn.close()
-        except AMQP_ERRORS:
-            pass
+        close_quietly(conn)
         with self.cond:
             self.gen += 1
             self.held.clear()
@@ -458,14 +291,7 @@ class Consumer:
     def _lost(self, exc: BaseException) -> BrokerUnavailable:
         """The connection or channel broke."""
         self._reset()
-        self.down = _describe(exc)
+        self.down = describe(exc)
         log.warning("lost the connection to RabbitMQ at %s (%s); reconnecting", self._url, self.down)
         return BrokerUnavailable(f"lost the connection to RabbitMQ at {self._url} ({self.down}); the messages it "
                                  "had delivered go back to their queues")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 200 else text[:200] + "…"
-
-
