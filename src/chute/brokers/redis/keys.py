@@ -10,6 +10,7 @@ from __future__ import annotations
 
 BANDS = 10  # priority bands 0..9, one stream each
 NKEYS = BANDS + 5  # a queue's keys, in their scripts' order: p0..p9, claims, leases, delayed, bodies, dead
+WAITERS = ":waiters"  # a result record's key + this: the `wait()` calls blocked on it
 CACHED = 10_000  # queues whose key lists are kept (a process naming more builds the rest each time)
 
 
@@ -68,7 +69,7 @@ class Keys:
 
     def waiters(self, task_id: str) -> str:
         """The wake-up list names of the `wait()` calls blocked on a task."""
-        return f"{self.prefix}:r:{{{task_id}}}:waiters"
+        return self.record(task_id) + WAITERS
 
     def wake(self, task_id: str, token: str) -> str:
         """One waiter's own wake-up list: no waiter takes another's."""

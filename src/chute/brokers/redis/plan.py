@@ -18,7 +18,7 @@ from ...errors import QueueFull
 from ...results import ResultRecord
 from ...states import State
 from ..base import Outgoing
-from .keys import NKEYS, Keys, band
+from .keys import NKEYS, WAITERS, Keys, band
 
 BLOCK_CHUNK = 1.0  # seconds per XREAD/BLPOP, well under the socket timeout
 STARTED_TTL_MS = 86_400_000  # a STARTED record without its own expiry
@@ -127,7 +127,8 @@ def store_call(keys: Keys, records: Sequence[ResultRecord]) -> tuple[list[str], 
     names: list[str] = []
     args: list[Any] = []
     for r in records:
-        names += [keys.record(r.task_id), keys.waiters(r.task_id)]
+        key = keys.record(r.task_id)
+        names += [key, key + WAITERS]  # keys.waiters, without a second call per record
         args += [r.state.value, encode_record(r), expiry_ms(r), 1 if r.state.finished else 0]
     return names, args
 
