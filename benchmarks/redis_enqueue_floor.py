@@ -16,7 +16,7 @@ from typing import Any
 
 import hiredis
 
-from chute.brokers import redis_scripts as lua
+from chute.brokers.redis import scripts as lua
 
 N = 20_000
 

@@ -238,7 +238,7 @@ def test_a_password_and_a_database_number_on_the_lean_path_too(tmp_path: Path) -
         ids = [app.send_task("apps.basic.add", [i, i]).id for i in range(5)]
         client = redis.Redis("127.0.0.1", port, password="s3cret-pw", db=3)
         assert sum(client.xlen(k) for k in client.scan_iter(match="chute:{default}:p*")) == 5
-        assert app.broker._fast._idle, "the lean path was not used"  # type: ignore[attr-defined]
+        assert app.broker._server.lean._idle, "the lean path was not used"  # type: ignore[attr-defined]
         client.client_kill_filter(_type="normal", skipme=True)  # drop every other connection, ours included
         ids.append(app.send_task("apps.basic.add", [9, 9]).id)  # a dropped idle socket: the general path
         assert sum(client.xlen(k) for k in client.scan_iter(match="chute:{default}:p*")) == 6
@@ -267,7 +267,7 @@ def test_the_lean_path_sends_a_large_body_whole_and_gives_up_on_a_stalled_server
     try:
         for i in range(2):  # the first to a queue goes the general way, the next loads the lean path's script
             app.send_task("apps.basic.add", [i, i])
-        assert app.broker._fast._idle, "the lean path was not used"  # type: ignore[attr-defined]
+        assert app.broker._server.lean._idle, "the lean path was not used"  # type: ignore[attr-defined]
         big = "x" * (3 << 20)
         first = app.send_task("apps.basic.add", [big, ""])
         got = app.broker.fetch(["default"], 10, 30, 1)
@@ -309,15 +309,16 @@ def test_the_lean_enqueue_is_packed_byte_for_byte_as_hiredis_packs_it(url: str) 
                                       ("q", 5, bytes(range(256)) * 300)]:
             for _ in range(2):  # packed fresh, then from the cache
                 m = Outgoing(queue, new_id(), body, priority)
-                want = hiredis.pack_command(("EVALSHA", broker._enqueue.sha, 2, broker._qkeys(queue)[priority],
-                                             broker._rkey(m.id), m.id, body, queue))
+                want = hiredis.pack_command(("EVALSHA", broker._server.enqueue.sha, 2,
+                                             broker.keys.stream(queue, priority), broker.keys.record(m.id), m.id,
+                                             body, queue))
                 assert broker._enqueue_command(m) == want
     finally:
         app.close()
 
 
 def _send_in_child(app: chute.App, out: Any) -> None:
-    idle_at_fork = len(app.broker._fast._idle)  # type: ignore[attr-defined]
+    idle_at_fork = len(app.broker._server.lean._idle)  # type: ignore[attr-defined]
     sent = app.send_task("apps.basic.add", [3, 3])
     out.put((idle_at_fork, sent.status.value, os.getpid()))
 
@@ -332,7 +333,7 @@ def test_a_forked_child_sends_on_lean_sockets_of_its_own(url: str) -> None:
     try:
         for i in range(2):  # the second goes over the lean path and leaves its socket idle
             app.send_task("apps.basic.add", [i, i])
-        assert app.broker._fast._idle  # type: ignore[attr-defined]
+        assert app.broker._server.lean._idle  # type: ignore[attr-defined]
         ctx = multiprocessing.get_context("fork")
         out = ctx.Queue()
         child = ctx.Process(target=_send_in_child, args=(app, out))
@@ -373,7 +374,7 @@ def test_the_lean_path_sends_again_only_what_never_ran() -> None:
     again through redis-py, which loads it; a server that refuses commands for now (LOADING after a
     restart, BUSY) is an outage, nothing done; any other error is raised as it is, never sent again
     (a script that stopped half-way may have written part of its work). The socket stays usable."""
-    from chute.brokers.redis_fast import FastCalls
+    from chute.brokers.redis.lean import FastCalls
 
     port = _canned_server([b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
                            b"-LOADING Redis is loading the dataset in memory\r\n",

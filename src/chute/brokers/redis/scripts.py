@@ -1,14 +1,14 @@
 """The Lua scripts of the Redis broker: each multi-step operation is one atomic script.
 
-Per-queue scripts get the queue's NKEYS keys (streams p0..p9, claims, leases, delayed, bodies,
+Per-queue scripts get the queue's NKEYS keys (keys.py: streams p0..p9, claims, leases, delayed, bodies,
 dead) in that order, so every key they touch is declared and shares the queue's hash slot.
 A tag names a stream entry within its queue: "<band>:<entry id>".
 """
 
 from __future__ import annotations
 
-BANDS = 10
-NKEYS = BANDS + 5
+from .keys import BANDS
+
 NOTIFY_TTL_MS = 5_000
 QUEUED_TTL_MS = 86_400_000  # a QUEUED record lasts until a worker writes the next state, or a day
 

@@ -1,10 +1,11 @@
 """The Redis broker's asyncio side: publish and wait on `redis.asyncio`, never blocking the loop.
 
-It serves one RedisBroker and speaks exactly its protocol: the same Lua scripts (redis_scripts.py),
-the same keys and the same replies, so a message published here is indistinguishable from one
-published by `RedisBroker.publish`, and a result waited for here wakes on the same notification as
-`RedisBroker.wait`. Round trips: publish 1 (plus 1 to read subscriptions when a batch holds an
-event, and 1 the first time this process names a queue); wait 1 + one BLPOP per second waited.
+It serves one RedisBroker and speaks exactly its protocol: the same Lua scripts (scripts.py), the
+same keys (keys.py), the same calls and replies (plan.py), so a message published here is
+indistinguishable from one published by `RedisBroker.publish`, and a result waited for here wakes
+on the same notification as `RedisBroker.wait`. Round trips: publish 1 (plus 1 to read
+subscriptions when a batch holds an event, and 1 the first time this process names a queue); wait 1
++ one BLPOP per second waited.
 
 redis.asyncio connections belong to the event loop that opened them, so each loop gets a client
 of its own, closed by `aclose()` or, at the latest, when the loop shuts down (asyncio.run, uvicorn
@@ -17,46 +18,36 @@ import asyncio
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.utils import HIREDIS_AVAILABLE
 
-from ..errors import BrokerError, BrokerUnavailable
-from ..results import ResultRecord
-from . import redis_scripts as lua
-from .base import Outgoing
-from .redis import driver_identity
-from .redis_plan import band, is_lone_enqueue, publish_call, publish_reply, subscriptions
-from .shared import fan_out, unrouted_key
-
-if TYPE_CHECKING:
-    from .redis import RedisBroker
+from ...results import ResultRecord
+from ..base import Outgoing
+from ..shared import fan_out, unrouted_key
+from . import scripts as lua
+from .connect import RETRIES, backoff, guarded, pool_options
+from .keys import Keys
+from .plan import (
+    BLOCK_CHUNK,
+    RECORD_FIELDS,
+    decode_record,
+    is_lone_enqueue,
+    ms,
+    publish_call,
+    publish_reply,
+    record,
+    subscriptions,
+)
 
 try:
     import hiredis
 except ImportError:  # pragma: no cover - the redis extra installs it
     hiredis = None  # type: ignore[assignment]
-
-
-@contextmanager
-def _errors(url: str, unavailable: str = "") -> Iterator[None]:
-    """redis-py's errors as chute's: BrokerUnavailable when the server cannot be reached."""
-    try:
-        yield
-    except redis.AuthenticationError as exc:
-        raise BrokerError(f"Redis at {url} refused the credentials ({exc}); check the URL's user and password"
-                          ) from None
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise BrokerUnavailable(f"Redis at {url} is unreachable ({exc}){unavailable}") from None
-    except redis.RedisError as exc:
-        raise BrokerError(f"Redis at {url}: {exc}") from None
 
 
 class _HiredisPacking:
@@ -81,11 +72,9 @@ class _HiredisPacking:
 class _LoopClient:
     """A redis.asyncio client and its scripts, bound to one event loop."""
 
-    def __init__(self, url: str) -> None:
-        pool = aioredis.ConnectionPool.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=3.0, socket_keepalive=True, health_check_interval=30,
-            protocol=2, **driver_identity(), retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3,
-                                    supported_errors=(redis.ConnectionError,)))
+    def __init__(self, dsn: str) -> None:
+        pool = aioredis.ConnectionPool.from_url(dsn, **pool_options(), retry=Retry(
+            backoff(), RETRIES, supported_errors=(redis.ConnectionError,)))
         if HIREDIS_AVAILABLE:  # whichever class the URL chose (TCP, TLS, Unix socket), with hiredis's packer
             pool.connection_class = type(f"Hiredis{pool.connection_class.__name__}",
                                          (_HiredisPacking, pool.connection_class), {})
@@ -97,11 +86,13 @@ class _LoopClient:
 
 
 class AsyncRedis:
-    """`publish` and `wait` of one RedisBroker, for coroutines."""
+    """`publish`, `queued`, `get` and `wait` of one RedisBroker, for coroutines."""
 
-    def __init__(self, broker: RedisBroker, url: str) -> None:
-        self._broker = broker
-        self._url = urlunsplit(urlsplit(url)._replace(query=""))  # chute's own options (prefix) stay out
+    def __init__(self, url: str, dsn: str, keys: Keys, known: set[str]) -> None:
+        self.url = url  # masked, for errors
+        self._dsn = dsn  # with its password, without chute's own options
+        self._keys = keys
+        self._known = known  # the queues this process has registered, shared with the sync side
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = \
             weakref.WeakKeyDictionary()
 
@@ -109,7 +100,7 @@ class AsyncRedis:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = _LoopClient(self._url)
+            client = self._clients[loop] = _LoopClient(self._dsn)
             client.keeper = self._keep(loop, client)
             await anext(client.keeper)  # registered with the loop now: finalised at its shutdown
         return client
@@ -134,72 +125,59 @@ class AsyncRedis:
                 asyncio.run_coroutine_threadsafe(cast(Any, client.keeper).aclose(), loop)
 
     # -- producing -----------------------------------------------------------------------------
+    @guarded
     async def publish(self, messages: Sequence[Outgoing]) -> list[str]:
-        with _errors(self._broker.url, "; nothing was done, try again when it is back"):
-            return await self._publish(await self._client(), messages)
-
-    async def _publish(self, c: _LoopClient, messages: Sequence[Outgoing]) -> list[str]:
-        b = self._broker
         if not messages:
             return []
-        if is_lone_enqueue(b, messages):  # the one-by-one fast path, as in RedisBroker.publish
+        c, k = await self._client(), self._keys
+        if is_lone_enqueue(self._known, messages):  # the one-by-one fast path, as in RedisQueue.publish
             m = messages[0]
-            await c.enqueue([b._qkeys(m.queue)[band(m.priority)], b._rkey(m.id)], [m.id, m.body, m.queue])
+            await c.enqueue([k.stream(m.queue, m.priority), k.record(m.id)], [m.id, m.body, m.queue])
             return [m.id]
         plan: list[int | str] = list(range(len(messages)))
         if any(m.topic is not None for m in messages):
-            subs = cast(list[bytes], await c.redis.hkeys(f"{b.prefix}:subs"))
+            subs = cast(list[bytes], await c.redis.hkeys(k.subs))
             messages, plan, unrouted = fan_out(messages, subscriptions(subs))
             for topic in unrouted:
-                await c.redis.hincrby(f"{b.prefix}:meta", unrouted_key(topic), 1)
+                await c.redis.hincrby(k.meta, unrouted_key(topic), 1)
             if not messages:
                 return [str(x) for x in plan]
-        new = {m.queue for m in messages} - b._known
+        new = {m.queue for m in messages} - self._known
         if new:
-            await c.redis.sadd(f"{b.prefix}:queues", *sorted(new))
-            b._known |= new
-        call = publish_call(b, messages)
+            await c.redis.sadd(k.queues, *sorted(new))
+            self._known |= new
+        call = publish_call(k, messages)
         return publish_reply(await c.publish(call.keys, call.args), call, plan)
 
     # -- results -------------------------------------------------------------------------------
+    @guarded
     async def queued(self, records: Sequence[ResultRecord]) -> None:
-        """QUEUED marks where the tasks have no record (RedisBroker.queued), for a broker that keeps its
+        """QUEUED marks where the tasks have no record (RedisStore.queued), for a broker that keeps its
         messages elsewhere (RabbitMQ) and its results here."""
-        if not records:
-            return
-        b = self._broker
-        with _errors(b.url, "; nothing was done, try again when it is back"):
+        if records:
             c = await self._client()
-            await c.queued_marks([b._rkey(r.task_id) for r in records], [r.queue for r in records])
+            await c.queued_marks([self._keys.record(r.task_id) for r in records], [r.queue for r in records])
 
+    @guarded
     async def get(self, task_id: str) -> ResultRecord | None:
-        from .redis import _record
+        c = await self._client()
+        return record(task_id, await c.redis.hmget(self._keys.record(task_id), RECORD_FIELDS))
 
-        with _errors(self._broker.url):
-            c = await self._client()
-            return _record(task_id, await c.redis.hmget(self._broker._rkey(task_id), ["r", "s", "q"]))
-
+    @guarded
     async def wait(self, task_id: str, timeout: float | None) -> ResultRecord | None:
         """Sleep in Redis (BLPOP on a wake-up list of our own) until the task finishes or `timeout`."""
-        with _errors(self._broker.url):
-            return await self._wait(await self._client(), task_id, timeout)
-
-    async def _wait(self, c: _LoopClient, task_id: str, timeout: float | None) -> ResultRecord | None:
-        from .redis import BLOCK_CHUNK, _decode_record, _record
-        from .redis_plan import ms as _ms
-
+        c, k = await self._client(), self._keys
         deadline = None if timeout is None else time.monotonic() + timeout
-        key = self._broker._rkey(task_id)
-        mine = f"{key}:wake:{os.urandom(6).hex()}"
+        key, waiters, mine = k.record(task_id), k.waiters(task_id), k.wake(task_id, os.urandom(6).hex())
         while True:
             remaining = BLOCK_CHUNK if deadline is None else deadline - time.monotonic()
             pipe = c.redis.pipeline(transaction=False)  # register first, then read: a later store wakes us
-            pipe.sadd(f"{key}:waiters", mine)
-            pipe.pexpire(f"{key}:waiters", _ms(BLOCK_CHUNK + 1))
-            pipe.hmget(key, ["r", "s", "q"])
-            rec = _record(task_id, (await pipe.execute())[2])
+            pipe.sadd(waiters, mine)
+            pipe.pexpire(waiters, ms(BLOCK_CHUNK + 1))
+            pipe.hmget(key, RECORD_FIELDS)
+            rec = record(task_id, (await pipe.execute())[2])
             if (rec is not None and rec.state.finished) or remaining <= 0:
                 return rec
             got = await cast(Any, c.redis.blpop([mine], timeout=min(remaining, BLOCK_CHUNK)))
             if got is not None:
-                return _decode_record(cast(bytes, got[1]))
+                return decode_record(cast(bytes, got[1]))

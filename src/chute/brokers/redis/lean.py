@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.connection import Connection, ConnectionPool
 
-from ..errors import BrokerError, BrokerUnavailable
+from ...errors import BrokerError, BrokerUnavailable
 
 try:
     import hiredis
@@ -98,11 +98,6 @@ class _Link:
             if not chunk:
                 raise _Closed("connection closed by the server")
             reader.feed(chunk)
-
-
-def bulk(data: bytes) -> bytes:
-    """One RESP bulk string: what hiredis's packer writes for each argument of a command."""
-    return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
 class _Closed(ConnectionError):
