@@ -12,8 +12,8 @@ import ctypes
 import logging
 from collections.abc import Callable, Sequence
 
+from ..brokers.store import ResultStore
 from ..errors import ChuteError, TaskCancelled, TimeLimitExceeded
-from ..results import ResultBackend
 from .job import Job
 from .outage import OutageLog
 
@@ -25,7 +25,7 @@ TERMINATE_AFTER = 5.0  # seconds an interrupted task may take to stop before the
 class Limits:
     """Checks the running jobs (from the heartbeat thread); `give_up(job, error)` settles a stuck one."""
 
-    def __init__(self, results: ResultBackend, outage: OutageLog, cancel_grace: float,
+    def __init__(self, results: ResultStore, outage: OutageLog, cancel_grace: float,
                  give_up: Callable[[Job, BaseException], None]) -> None:
         self.results = results
         self.cancel_grace = cancel_grace
