@@ -47,6 +47,8 @@ class WorkerView(Protocol):
 class Middleware:
     """No-op base: every hook does nothing until overridden."""
 
+    workflow_steps_only = False  # `wants_success` is never true but for a workflow's steps: others skip the call
+
     def before_publish(self, envelope: Envelope) -> None:
         """Runs in the producer before a message is encoded; may set headers."""
 
@@ -81,6 +83,7 @@ class Hooks:
         self._publish: list[Middleware] = []
         self._tasks: list[Middleware] = []
         self._success: list[Middleware] = []
+        self.success_for_steps_only = True  # every success hook wants workflow steps only (see `wants_success`)
 
     def add(self, middleware: Middleware) -> None:
         self.items.append(middleware)
@@ -91,6 +94,7 @@ class Hooks:
             self._tasks.append(middleware)
         if kind.after_success is not Middleware.after_success:
             self._success.append(middleware)
+            self.success_for_steps_only = self.success_for_steps_only and middleware.workflow_steps_only
 
     def ensure(self, middleware: Middleware) -> None:
         """Add `middleware` unless one of its class is in already (a default several parts rely on)."""
@@ -120,6 +124,10 @@ class Hooks:
     def task_finished(self, job: JobView, error: BaseException | None, value: Any) -> None:
         for m in reversed(self._tasks):
             m.task_finished(job, error, value)
+
+    @property
+    def has_success(self) -> bool:
+        return bool(self._success)
 
     def wants_success(self, job: JobView) -> bool:
         for m in self._success:  # on every success: a plain loop, no generator

@@ -74,8 +74,8 @@ class Producer:
                        kwargs=kwargs, headers=headers, max_retries=opts.retries, eta=eta, priority=priority,
                        expires=expires, idempotency_key=key)
         app.hooks.before_publish(env)
-        return env, self.limited(Outgoing(queue, env.id, app.codec.encode(env), priority, eta, key,
-                                          app.idempotency_window))
+        out = Outgoing(queue, env.id, app.codec.encode(env), priority, eta, key, app.idempotency_window)
+        return env, (self.limited(out) if app.queues else out)
 
     def limited(self, out: Outgoing) -> Outgoing:
         """`out` with its queue's declared limit (`App.queue`), which the broker and `publish` enforce."""
@@ -101,13 +101,11 @@ class Producer:
     def send(self, task: Task[Any, R], args: tuple[Any, ...], kwargs: dict[str, Any],
              options: dict[str, Any]) -> TaskResult[R]:
         """Queue one call (or run it now, in eager mode); return its handle."""
-        return self.send_many_of(task, [(args, kwargs, options)])[0]
-
-    def send_many_of(self, task: Task[Any, R], calls: Sequence[tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]]
-                     ) -> list[TaskResult[R]]:
-        now = time.time()
-        built = [self.envelope(task, args, kwargs, options, now) for args, kwargs, options in calls]
-        return self._send_built(built)
+        env, out = self.envelope(task, args, kwargs, options, time.time())
+        app = self.app
+        if app.eager or app.queues or app.pairing.producer_marks_queued or self._batch.get() is not None:
+            return self._send_built([(env, out)])[0]
+        return TaskResult(app, app.broker.publish([out])[0])  # `delay()`'s hot path: nothing else to do
 
     def send_many(self, calls: Sequence[Signature]) -> list[TaskResult[Any]]:
         """Queue many calls in one atomic batch (one round trip); return their handles in order."""

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class Advance(Middleware):
     """Sends each workflow step whose parents have all succeeded (workflows.advance)."""
 
+    workflow_steps_only = True
+
     def __init__(self, app: Core) -> None:
         self.app = app
 

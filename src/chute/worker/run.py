@@ -82,14 +82,15 @@ def run_entered(job: Job, app: Core, gate: SuspectGate | None) -> Outcome:
 
 
 def _run_sync(job: Job, app: Core) -> Outcome:
-    plan = admission(job, app)
-    if plan is not None and (refused := _drive(plan)) is not None:
-        return refused
-    env = job.envelope
+    if job.suspect or job.task.options.rate_limit is not None:  # `admission`'s test, saving a call per task
+        plan = admission(job, app)
+        if plan is not None and (refused := _drive(plan)) is not None:
+            return refused
+    env, hooks = job.envelope, app.hooks
     token = begin(job)
     try:
-        if app.hooks.wraps_tasks:
-            app.hooks.task_started(job)
+        if hooks.wraps_tasks:
+            hooks.task_started(job)
         value = job.task.fn(*env.args, **env.kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, never swallowed
         return finish(job, app, None, exc, traceback.format_exc())

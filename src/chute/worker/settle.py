@@ -77,7 +77,7 @@ def decide(item: Outcome | Reject | Dropped, codec: Codec, result_ttl: float, no
     """
     if isinstance(item, Outcome):
         if item.error is None:
-            return _succeeded(item, codec, result_ttl, now)
+            return succeeded(item, codec, result_ttl, now)
         return _failed(item, item.error, codec, result_ttl, now, uniform)
     if isinstance(item, Reject):
         return _rejected(item, codec, result_ttl, now)
@@ -86,7 +86,8 @@ def decide(item: Outcome | Reject | Dropped, codec: Codec, result_ttl: float, no
     return Cancelled(delivery=item.delivery, job=item.job)
 
 
-def _succeeded(o: Outcome, codec: Codec, ttl: float, now: float) -> Settlement:
+def succeeded(o: Outcome, codec: Codec, ttl: float, now: float) -> Settlement:
+    """`decide` for an Outcome without an error (the settler calls it directly: the hot path)."""
     job = o.job
     env = job.envelope
     if not job.task.options.store_result and env.workflow is None:  # a workflow step's successors read it

@@ -25,7 +25,7 @@ from ..results import ResultRecord
 from ..states import State
 from .job import Job, Outcome, Reject
 from .outage import OutageLog
-from .settle import Ack, Cancelled, DeadLetter, Dropped, Fail, Retry, Settlement, decide
+from .settle import Ack, Cancelled, DeadLetter, Dropped, Fail, Retry, Settlement, decide, succeeded
 from .speed import Speeds
 
 if TYPE_CHECKING:
@@ -55,13 +55,17 @@ class Settler:
         """Decide each (settle.py), then carry the batch out."""
         now, codec, ttl, speeds = time.time(), self.app.codec, self.app.result_ttl, self._speeds
         batch: list[Settlement] = []
+        held = self._held
         for item in items:
-            if isinstance(item, Outcome):
+            if type(item) is Outcome:
                 job = item.job
-                if self._held.pop(job.delivery.id, None) is None:
+                if held.pop(job.delivery.id, None) is None:
                     continue  # already released (shutdown) or settled by the time-limit watchdog
-                if item.error is None and not job.task.is_async:
-                    speeds.record(job.envelope.name, item.duration, inline=not job.thread_id)
+                if item.error is None:  # the hot path: decide's own branch for a success, called directly
+                    if not job.task.is_async:
+                        speeds.record(job.envelope.name, item.duration, inline=not job.thread_id)
+                    batch.append(succeeded(item, codec, ttl, now))
+                    continue
             try:
                 batch.append(decide(item, codec, ttl, now))
             except ChuteError as exc:  # a retry too large to send: it runs again once its lease ends
@@ -72,24 +76,34 @@ class Settler:
         acks: list[Settlement] = []
         hooked: list[Ack] = []
         later: list[Retry | DeadLetter] = []
-        wants = self.hooks.wants_success
-        for s in batch:
-            if isinstance(s, (Retry, DeadLetter)):
-                later.append(s)
-            elif isinstance(s, Ack) and s.job is not None and wants(s.job):
-                hooked.append(s)
+        hooks = self.hooks
+        wants, steps_only = (hooks.wants_success if hooks.has_success else None), hooks.success_for_steps_only
+        succeeded_jobs = 0
+        for s in batch:  # one pass, by exact type: it runs for every task
+            kind = type(s)
+            if kind is Ack:
+                if s.job is not None:
+                    if wants is not None and (not steps_only or s.job.envelope.workflow is not None) \
+                            and wants(s.job):
+                        hooked.append(s)  # type: ignore[arg-type]  # kind is Ack
+                        continue
+                    succeeded_jobs += 1
+                acks.append(s)
+            elif kind is Retry or kind is DeadLetter:
+                later.append(s)  # type: ignore[arg-type]  # kind says which
+                self.failed += 1
             else:
                 acks.append(s)
-            if isinstance(s, (Retry, DeadLetter, Fail)) or (isinstance(s, Cancelled) and s.record is not None):
-                self.failed += 1
+                if kind is Fail or s.record is not None:  # a Cancelled with a record ran, and counts
+                    self.failed += 1
         if acks:
-            self._ack(acks)
+            self._ack(acks, succeeded_jobs)
         if hooked:
             self._ack_after_hooks(hooked)
         for s in later:
             self._retry(s) if isinstance(s, Retry) else self._dead_letter(s)
 
-    def _ack(self, batch: list[Settlement]) -> None:
+    def _ack(self, batch: list[Settlement], succeeded_jobs: int) -> None:
         """Records and acks of one batch: one transaction where the broker keeps the results."""
         records = [s.record for s in batch if s.record is not None]
         deliveries = [s.delivery for s in batch]
@@ -103,7 +117,7 @@ class Settler:
         except ChuteError as exc:  # not acked: the lease runs out and the messages run again
             self._outage.error("could not record %d finished tasks: %s; they will be redelivered", len(batch), exc)
             return
-        self.processed += sum(1 for s in batch if isinstance(s, Ack) and s.job is not None)
+        self.processed += succeeded_jobs
         self._report(batch)
 
     def _ack_after_hooks(self, batch: list[Ack]) -> None:
@@ -165,22 +179,24 @@ class Settler:
         rows: list[tuple[Any, ...]] = []
         log_each = outcomes.isEnabledFor(logging.INFO)
         for s in batch:
-            job, kind = s.job, _KIND[type(s)]
+            job, t = s.job, type(s)
+            kind = _KIND[t]
             if job is None:  # never became a job: a reject, or a duplicate acknowledged unrun
-                if not isinstance(s, Ack):
+                if t is not Ack:
                     self._rejected(s, kind, now, rows)
                 continue
             env = job.envelope
-            if isinstance(s, Cancelled) and s.record is None:
+            if t is Cancelled and s.record is None:
                 log.info("task %s %s was cancelled; not running it", env.name, env.id)
                 continue
             row = (now, kind, env.id, env.name, env.queue, env.attempt, s.duration, s.error, job.received)
             rows.append(row if env.workflow is None else (*row, env.workflow.id))
-            if isinstance(s, Ack):
+            if t is Ack:
                 if log_each:
                     outcomes.info("task %s %s succeeded in %.1f ms", env.name, env.id, s.duration * 1000,
                                   extra=_fields(env, s.duration, "succeeded", ""))
-            elif isinstance(s, Retry):
+            elif t is Retry:
+                assert isinstance(s, Retry)
                 outcomes.warning("task %s %s failed (attempt %d of %d), retrying in %.2f s: %s", env.name, env.id,
                                  env.attempt + 1, job.task.options.retries + 1, s.delay, s.error,
                                  extra=_fields(env, s.duration, "retrying", s.error))
