@@ -39,11 +39,10 @@ class Job:
     cancelled: bool = False  # someone cancelled this task while it ran: stop soon (check it in long loops)
     cancel_deadline: float = 0.0  # monotonic time after which the worker interrupts it
     extra: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
+    suspect: bool = field(init=False)  # redelivered: its last holder died holding it (it runs alone: SuspectGate)
 
-    @property
-    def suspect(self) -> bool:
-        """Redelivered: its last holder died holding it (it runs alone: SuspectGate)."""
-        return self.delivery.deliveries > 1
+    def __post_init__(self) -> None:
+        self.suspect = self.delivery.deliveries > 1  # read five times a task: an attribute, not a property
 
 
 _current: ContextVar[Job | None] = ContextVar("chute_current_job", default=None)
