@@ -69,6 +69,23 @@ def test_a_workflow_started_in_a_batch_is_sent_with_it_or_not_at_all(app: chute.
         assert wf.get(timeout=10) == 30
 
 
+def test_group_and_chain_take_any_iterable_as_celery_users_write_them(app: chute.App) -> None:
+    # group(t.s(i) for i in ...) failed with AttributeError: 'generator' object has no attribute 'task'
+    wf = group(s(app, "add", i, i) for i in range(4)).run(app)
+    steps = chain([s(app, "add", 1, 2), s(app, "mul", 10)]).run(app)
+    with worker_thread(app):
+        assert wf.get(timeout=10) == [0, 2, 4, 6]
+        assert steps.get(timeout=10) == 30
+
+
+def test_what_is_not_a_step_and_delay_on_a_canvas_are_refused_saying_what_to_write(app: chute.App) -> None:
+    with pytest.raises(TypeError, match=r"not int: write group\(t.s\(i\) for i in"):
+        group(s(app, "add", 1, 1), 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"started with .run\(app\)"):
+        group(s(app, "add", 1, 1)).delay()
+    assert sum(st.ready for st in app.broker.stats()) == 0  # nothing was sent
+
+
 def test_pipe_composes_chains_and_chords(app: chute.App) -> None:
     wf = (s(app, "add", 1, 1) | s(app, "mul", 3)).run(app)
     fan = (group(*[s(app, "mul", i, i) for i in range(5)]) | s(app, "total")).run(app)

@@ -94,9 +94,26 @@ class Canvas:
         """Validate every step, store the workflow and send its first steps; return its handle."""
         return app.start_workflow(self)
 
+    def delay(self, *args: Any, **kwargs: Any) -> WorkflowHandle:
+        """Refused with the call to make instead: a canvas names tasks, not the App that sends them."""
+        raise TypeError(f"a {type(self).__name__.lower()} is started with .run(app) (or app.start_workflow(...)), "
+                        "not .delay(): it names its tasks but not the App that sends them")
+
 
 def as_canvas(x: Canvas | Signature) -> Canvas:
-    return x if isinstance(x, Canvas) else One(x)
+    if isinstance(x, Canvas):
+        return x
+    if isinstance(x, Signature):
+        return One(x)
+    raise TypeError(f"a workflow step is a task call, task.s(...), or a chain/group/chord, not "
+                    f"{type(x).__name__}: write group(t.s(i) for i in ...) or group(t.s(1), t.s(2))")
+
+
+def _parts(parts: tuple[Any, ...]) -> tuple[Canvas | Signature, ...]:
+    """The steps given one by one, or as one iterable (a list, a generator: as Celery users write them)."""
+    if len(parts) == 1 and not isinstance(parts[0], (Canvas, Signature)) and isinstance(parts[0], Iterable):
+        return tuple(parts[0])
+    return parts
 
 
 class One(Canvas):
@@ -211,12 +228,14 @@ def _check_acyclic(name: str, steps: dict[str, Step]) -> None:
         visit(n, [])
 
 
-def chain(*parts: Canvas | Signature) -> Chain:
-    return Chain(*parts)
+def chain(*parts: Canvas | Signature | Iterable[Canvas | Signature]) -> Chain:
+    """Steps one after another, each receiving the previous result: chain(a.s(), b.s()) or chain(iterable)."""
+    return Chain(*_parts(parts))
 
 
-def group(*parts: Canvas | Signature) -> Group:
-    return Group(*parts)
+def group(*parts: Canvas | Signature | Iterable[Canvas | Signature]) -> Group:
+    """Steps in parallel: group(a.s(), b.s()) or group(t.s(i) for i in range(n))."""
+    return Group(*_parts(parts))
 
 
 def chord(header: Group | Iterable[Canvas | Signature], callback: Canvas | Signature) -> Chord:
