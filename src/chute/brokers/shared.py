@@ -85,6 +85,22 @@ def ids_of(plan: Sequence[int | str], stored: Sequence[str]) -> list[str]:
     return [p if isinstance(p, str) else stored[p] for p in plan]
 
 
+# -- a broker that is its own store --------------------------------------------------------------
+class KeepsOwnBooks:
+    """The Queue methods of a broker that keeps its own bookkeeping and counts what is in flight on the
+    server (memory, SQLite, Redis): nothing to bind, nothing a connection holds, nothing prefetched."""
+
+    def bind(self, store: object) -> None:
+        """Nothing: its bookkeeping is its own."""
+
+    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Nothing held by a connection: `stats` counts it."""
+        return {}, {}
+
+    def stopped(self, worker_id: str) -> None:
+        """Nothing to give back: it prefetches nothing."""
+
+
 # -- driver errors ----------------------------------------------------------------------------------
 Translate = Callable[[BaseException, str], ChuteError | None]
 
@@ -160,10 +176,3 @@ def choice(*allowed: str) -> Callable[[str], str]:
 
     return parse
 
-
-def positive_seconds(text: str) -> float:
-    """A URL option parser for a duration in seconds (> 0)."""
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be a positive number of seconds")
-    return value

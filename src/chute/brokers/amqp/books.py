@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ...errors import InvalidURL
 from ..base import Outgoing
 from ..shared import idempotency_slot, queued_marks
 from ..store import Store
@@ -32,13 +31,9 @@ class Books:
     def store(self) -> Store:
         """The bound store, or the default one, opened now."""
         if self.bound is None:
-            from .. import default_store_url, open_broker, redact_url
+            from .. import open_store
 
-            url = default_store_url(self.url)
-            store = open_broker(url)
-            if not isinstance(store, Store):
-                raise InvalidURL(f"{redact_url(url)!r} (CHUTE_RESULTS_URL) cannot store results")
-            self.bound, self._owned = store, True
+            self.bound, self._owned = open_store(self.url), True  # what an App on this URL would open
         return self.bound
 
     def close(self) -> None:

@@ -107,15 +107,9 @@ class AMQPBroker:
         return cls(url, params, queue_type=ours.get("queue_type", "classic"))
 
     # -- the store it keeps its bookkeeping in ----------------------------------------------------
-    def default_results_url(self) -> str:
-        """$CHUTE_RESULTS_URL, else a SQLite file per user, server and vhost (one machine)."""
-        from .. import default_store_url
-
-        return default_store_url(self.url)
-
     def bind(self, store: Store) -> None:
         """Keep this queue's bookkeeping in the App's store (idempotency claims, counters, the queue and
-        delay registries, the QUEUED marks); unbound, it opens `default_results_url()` when first needed."""
+        delay registries, the QUEUED marks); unbound, it opens `open_store(url)`'s store when first needed."""
         self._books.bind(store)
 
     @property

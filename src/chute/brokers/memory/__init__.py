@@ -4,13 +4,13 @@ development. Its parts: `store.py` (the store half), `queue.py` (the queue half,
 from __future__ import annotations
 
 from ..base import Features
-from ..store import Store
+from ..shared import KeepsOwnBooks
 from .queue import MemoryQueue
 
 __all__ = ["MemoryBroker"]
 
 
-class MemoryBroker(MemoryQueue):
+class MemoryBroker(KeepsOwnBooks, MemoryQueue):
     """Queue and Store in one process's memory.
 
     Guarantees: the same delivery semantics as every broker (leases, fencing, priorities, ETAs,
@@ -24,15 +24,6 @@ class MemoryBroker(MemoryQueue):
     def __init__(self, url: str = "memory://") -> None:
         super().__init__()
         self.url = url
-
-    def bind(self, store: Store) -> None:
-        pass  # it keeps its own bookkeeping
-
-    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
-        return {}, {}  # counted in `stats`
-
-    def stopped(self, worker_id: str) -> None:
-        pass  # it prefetches nothing
 
     def close(self) -> None:
         pass

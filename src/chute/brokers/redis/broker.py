@@ -9,6 +9,7 @@ import redis
 from .. import redact_url
 from ..base import Features
 from ..pairing import AsyncBroker
+from ..shared import KeepsOwnBooks
 from .connect import DEFAULT_PREFIX, open_pool, parse
 from .keys import Keys
 from .plan import EnqueuePacker
@@ -17,7 +18,7 @@ from .server import Server
 from .store import RedisStore
 
 
-class RedisBroker(RedisQueue, RedisStore):
+class RedisBroker(KeepsOwnBooks, RedisQueue, RedisStore):
     """Broker and result store on Redis >= 6.2: Streams with a consumer group
     (`redis://host:port/db?prefix=chute`), shared by every machine that reaches the server.
 

@@ -13,7 +13,6 @@ from ...results import ResultRecord
 from ...topics import group_queue
 from ..base import DeadLetter, Delivery, Outgoing, QueueStats
 from ..shared import fan_out, unrouted_key
-from ..store import Store
 from .connect import guarded
 from .keys import Keys
 from .plan import BLOCK_CHUNK, due_ms, is_lone_enqueue, ms, publish_call, publish_reply, store_call, subscriptions
@@ -154,15 +153,6 @@ class RedisQueue:
             for i, ok in zip(idx, got, strict=True):
                 held[i] = bool(ok)
         return held
-
-    def bind(self, store: Store) -> None:
-        pass  # it keeps its own bookkeeping
-
-    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
-        return {}, {}  # counted in `stats` (the streams' pending entries)
-
-    def stopped(self, worker_id: str) -> None:
-        pass  # it prefetches nothing
 
     # -- operating -----------------------------------------------------------------------------
     def _queues(self, queue: str | None = None) -> list[str]:

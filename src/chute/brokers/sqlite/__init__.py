@@ -14,8 +14,7 @@ import weakref
 
 from ...errors import InvalidURL
 from ..base import Features
-from ..shared import choice, url_options
-from ..store import Store
+from ..shared import KeepsOwnBooks, choice, url_options
 from .pool import Pool, finalize
 from .queue import SQLiteQueue
 from .schema import boot_id, prepare
@@ -38,7 +37,7 @@ def _seconds(text: str) -> float:
 OPTIONS = {"synchronous": _synchronous, "busy_timeout": _seconds}
 
 
-class SQLiteBroker(SQLiteQueue):
+class SQLiteBroker(KeepsOwnBooks, SQLiteQueue):
     """Queue and Store in one SQLite file, shared by every process on the machine.
 
     Guarantees: WAL mode, safe for many producer and worker processes on one machine; every
@@ -88,15 +87,6 @@ class SQLiteBroker(SQLiteQueue):
         if not os.path.isdir(parent):
             raise InvalidURL(f"{url!r}: folder {parent} does not exist")
         return cls(path, url=url, **options)
-
-    def bind(self, store: Store) -> None:
-        pass  # it keeps its own bookkeeping
-
-    def beat(self, worker_id: str) -> tuple[dict[str, int], dict[str, int]]:
-        return {}, {}  # counted in `stats`
-
-    def stopped(self, worker_id: str) -> None:
-        pass  # it prefetches nothing
 
     def close(self) -> None:
         self._finalizer()
